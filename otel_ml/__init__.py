@@ -1,0 +1,28 @@
+"""otel-ml: OpenTelemetry instrumentation for machine-learning models.
+
+The whole public API::
+
+    otel_ml.configure(service_name=...)            # optional: SDK providers + OTLP export
+    @otel_ml.instrument(name=..., version=...)     # decorate a predict function (sync or async)
+    otel_ml.instrument_model(model, name=..., version=...)   # instrument one model object
+    otel_ml.uninstrument_model(model)
+    otel_ml.last_prediction_id()                   # ml.prediction.id of the latest call here
+    otel_ml.force_flush(timeout=...) / otel_ml.shutdown(timeout=...)
+"""
+
+from otel_ml._core.recorder import last_prediction_id
+from otel_ml._core.setup import configure, force_flush, shutdown
+from otel_ml.instrumentation.decorator import instrument
+from otel_ml.instrumentation.model import instrument_model, uninstrument_model
+from otel_ml.version import __version__
+
+__all__ = [
+    "__version__",
+    "configure",
+    "force_flush",
+    "instrument",
+    "instrument_model",
+    "last_prediction_id",
+    "shutdown",
+    "uninstrument_model",
+]

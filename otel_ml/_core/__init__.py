@@ -1,0 +1,1 @@
+"""One path for every adapter: a predict call becomes its telemetry."""

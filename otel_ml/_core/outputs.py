@@ -1,0 +1,169 @@
+"""Turn a model's output into per-row confidence, predicted-class counts or regression values.
+
+Output kinds (``output=`` on ``instrument``; ``auto`` picks from the operation and the array):
+
+- ``proba``: rows of class probabilities → confidence = top-class probability, class = argmax.
+- ``log_proba``: as ``proba`` after ``exp``.
+- ``scores`` / ``logits``: decision scores → softmax (2-D) or sigmoid (1-D binary), then as ``proba``.
+- ``labels``: predicted labels → class counts, no confidence.
+- ``regression``: numeric predictions → ``ml.prediction.value``.
+- ``none``: nothing read from the output.
+
+Arrays are read in place (``np.asarray`` without copies where the input already is an array; torch tensors
+through ``detach()``; CUDA tensors are never copied to the host).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+AUTO = "auto"
+PROBA = "proba"
+LOG_PROBA = "log_proba"
+SCORES = "scores"
+LOGITS = "logits"
+LABELS = "labels"
+REGRESSION = "regression"
+NONE = "none"
+KINDS = frozenset({AUTO, PROBA, LOG_PROBA, SCORES, LOGITS, LABELS, REGRESSION, NONE})
+
+_OPERATION_KINDS = {"predict_proba": PROBA, "predict_log_proba": LOG_PROBA, "decision_function": SCORES}
+_PROBA_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What one call's output says: per-row confidence, class counts, regression values (each optional)."""
+
+    confidence: np.ndarray | None = None
+    class_counts: list[tuple[object, int]] | None = None
+    values: np.ndarray | None = None
+
+
+EMPTY = Analysis()
+
+
+def to_numpy(out: object) -> np.ndarray | None:
+    """A numpy view of ``out`` or ``None`` when reading it would copy device memory or is unsupported."""
+    if type(out) is np.ndarray:
+        return out
+    module = type(out).__module__
+    if module.startswith("torch"):
+        detach = getattr(out, "detach", None)
+        if detach is None:
+            return None
+        t = detach()
+        if t.device.type != "cpu":
+            return None
+        if str(t.dtype) in ("torch.bfloat16", "torch.float16"):
+            t = t.float()
+        return np.asarray(t.numpy())
+    if module.startswith("pandas."):
+        return np.asarray(out.to_numpy())  # type: ignore[attr-defined]
+    if isinstance(out, (list, tuple)):
+        if out and isinstance(out[0], np.ndarray) and out[0].ndim > 1:
+            return None  # multi-output classifiers return a list of 2-D arrays: one kind per output
+        try:
+            arr = np.asarray(out)
+        except (ValueError, TypeError):
+            return None
+        return arr if arr.dtype != object or arr.ndim == 1 else None
+    if isinstance(out, np.generic):
+        return np.asarray(out)
+    if isinstance(out, (int, float, bool, str)):
+        return np.asarray([out])
+    return None
+
+
+def resolve_kind(requested: str, operation: str) -> str:
+    """The output kind for ``operation`` when the user asked for ``requested``."""
+    if requested != AUTO:
+        return requested
+    return _OPERATION_KINDS.get(operation, AUTO)
+
+
+def analyze(out: object, kind: str, classes: Sequence[object] | None, task: str | None) -> Analysis:
+    """Read confidence / classes / values from ``out`` as output ``kind`` (already resolved)."""
+    if kind == NONE:
+        return EMPTY
+    arr = to_numpy(out)
+    if arr is None:
+        return EMPTY
+    if arr.ndim == 0:
+        arr = arr.reshape(1)
+    if kind == AUTO:
+        kind = _guess(arr, task)
+    if kind == LABELS:
+        return Analysis(class_counts=_label_counts(arr.reshape(-1) if arr.ndim > 1 and arr.shape[1] == 1 else arr))
+    if kind == REGRESSION:
+        values = np.asarray(arr, dtype=np.float64).reshape(-1)
+        return Analysis(values=values[np.isfinite(values)])
+    probs = _probabilities(np.asarray(arr, dtype=np.float64), kind)
+    if probs is None:
+        return EMPTY
+    top = probs.argmax(axis=1)
+    confidence = probs[np.arange(probs.shape[0]), top]
+    finite = np.isfinite(confidence)
+    if not finite.all():
+        confidence, top = confidence[finite], top[finite]
+    counts = np.bincount(top, minlength=probs.shape[1])
+    names = classes if classes is not None and len(classes) == probs.shape[1] else range(probs.shape[1])
+    class_counts = [(names[i], int(counts[i])) for i in np.flatnonzero(counts)]
+    return Analysis(confidence=confidence, class_counts=class_counts)
+
+
+def _guess(arr: np.ndarray, task: str | None) -> str:
+    if arr.dtype.kind in "USObi" or arr.dtype.kind == "u":
+        return LABELS if arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1) else NONE
+    if arr.dtype.kind != "f":
+        return NONE
+    if arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1):
+        return LABELS if task == "classification" else REGRESSION
+    if arr.ndim != 2:
+        return NONE
+    if task == "regression":
+        return REGRESSION
+    if arr.size and arr.min() >= 0.0 and arr.max() <= 1.0 and np.allclose(arr.sum(axis=1), 1.0, atol=_PROBA_TOLERANCE):
+        return PROBA
+    return LOGITS
+
+
+def _probabilities(arr: np.ndarray, kind: str) -> np.ndarray | None:
+    if kind == LOG_PROBA:
+        arr = np.exp(arr)
+        kind = PROBA
+    if arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1):
+        flat = arr.reshape(-1)
+        if kind == PROBA:  # probability of the positive class
+            p1 = flat
+        else:  # a binary decision score: sigmoid
+            p1 = 0.5 * (1.0 + np.tanh(0.5 * flat))
+        return np.stack([1.0 - p1, p1], axis=1)
+    if arr.ndim != 2 or arr.shape[1] == 0:
+        return None
+    if kind == PROBA:
+        return arr
+    shifted = arr - arr.max(axis=1, keepdims=True)  # softmax, numerically stable
+    np.exp(shifted, out=shifted)
+    shifted /= shifted.sum(axis=1, keepdims=True)
+    return shifted
+
+
+def _label_counts(labels: np.ndarray) -> list[tuple[object, int]] | None:
+    if labels.ndim != 1:
+        return None
+    if labels.size == 1:
+        return [(labels[0], 1)]
+    if labels.dtype == object:
+        counts: dict[object, int] = {}
+        for v in labels.tolist():
+            try:
+                counts[v] = counts.get(v, 0) + 1
+            except TypeError:  # unhashable label
+                counts["__unhashable__"] = counts.get("__unhashable__", 0) + 1
+        return list(counts.items())
+    uniq, n = np.unique(labels, return_counts=True)
+    return list(zip(uniq.tolist(), n.tolist(), strict=True))

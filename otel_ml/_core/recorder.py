@@ -1,0 +1,281 @@
+"""The one place a predict call becomes telemetry: its span, ``ml.prediction.*`` metrics and prediction id.
+
+Every adapter (decorator, ``instrument_model``, sklearn/torch instrumentors) calls :meth:`Recorder.start`
+before the model and :meth:`Recorder.finish` / :meth:`Recorder.fail` after it. Each of those is guarded: an
+internal error is counted and logged (rate-limited), the span is closed, and the user's call is untouched.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from opentelemetry import context, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.util.types import AttributeValue
+
+from otel_ml import config, semconv
+from otel_ml._core import attributes, guard, inputs, outputs, runtime
+
+_SUPPRESS_KEYS = (context._SUPPRESS_INSTRUMENTATION_KEY, "suppress_instrumentation")
+
+_last_prediction_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "otel_ml_last_prediction_id", default=None
+)
+
+
+def last_prediction_id() -> str | None:
+    """The ``ml.prediction.id`` of the latest instrumented call made in this thread / async task."""
+    return _last_prediction_id.get()
+
+
+def format_prediction_id(trace_id: int, span_id: int) -> str:
+    """A prediction id: the predict span's trace id and span id, so feedback can link back to it."""
+    return f"{trace_id:032x}-{span_id:016x}"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Who the model is and how to read its outputs; fixed when it is instrumented."""
+
+    name: str
+    version: str = ""
+    framework: str = semconv.FRAMEWORK_CUSTOM
+    task: str | None = None
+    output: str = outputs.AUTO
+    classes: Sequence[object] | None = None
+    confidence: Callable[[Any], Any] | None = None
+    attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.output not in outputs.KINDS:
+            raise ValueError(f"output must be one of {sorted(outputs.KINDS)}, not {self.output!r}")
+        if self.task not in (None, semconv.TASK_CLASSIFICATION, semconv.TASK_REGRESSION):
+            raise ValueError(f"task must be 'classification', 'regression' or None, not {self.task!r}")
+
+
+@dataclass
+class _Operation:
+    """Per-operation constants, built once per provider generation."""
+
+    span_name: str
+    span_attributes: dict[str, AttributeValue]
+    metric_attributes: dict[str, AttributeValue]
+    metric_key: frozenset[tuple[str, AttributeValue]]
+    kind: str
+    error_attributes: dict[str, dict[str, AttributeValue]] = field(default_factory=dict)
+    class_attributes: dict[object, dict[str, AttributeValue]] = field(default_factory=dict)
+
+
+@dataclass
+class Call:
+    """One in-flight predict call."""
+
+    op: _Operation
+    span: Span
+    token: object
+    batch: int
+    t0: float
+
+
+_models_lock = threading.Lock()
+_models: set[tuple[str, str]] = set()
+
+
+def _metric_identity(name: str, version: str) -> tuple[str, str]:
+    """The (name, version) used on metrics: capped at OTEL_ML_MAX_MODELS distinct pairs per process."""
+    key = (name, version)
+    with _models_lock:
+        if key in _models:
+            return key
+        if len(_models) < config.settings.max_models:
+            _models.add(key)
+            return key
+    return (semconv.MODEL_OVERFLOW, semconv.MODEL_OVERFLOW)
+
+
+class Recorder:
+    """Builds the telemetry of every call of one model."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.name = attributes.text(spec.name)
+        self.version = attributes.text(spec.version)
+        self._metric_name, self._metric_version = _metric_identity(self.name, self.version)
+        self._static = attributes.mapping(spec.attributes)
+        self._generation = -1
+        self._ops: dict[str, _Operation] = {}
+        self._lock = threading.Lock()
+        self._labels: set[object] = set()
+
+    # -- binding -------------------------------------------------------------------------------------------
+    def _bind(self, rt: runtime.Runtime) -> None:
+        meter = rt.meter
+        self._tracer = rt.tracer
+        self._duration = meter.create_histogram(
+            semconv.PREDICTION_DURATION,
+            unit=semconv.PREDICTION_DURATION_UNIT,
+            description="Duration of model predict calls",
+            explicit_bucket_boundaries_advisory=list(semconv.DURATION_BUCKETS),
+        )
+        self._count = meter.create_counter(
+            semconv.PREDICTION_COUNT, unit=semconv.PREDICTION_COUNT_UNIT, description="Rows predicted"
+        )
+        self._classes = meter.create_counter(
+            semconv.PREDICTION_CLASS, unit=semconv.PREDICTION_CLASS_UNIT, description="Rows per predicted class"
+        )
+        self._confidence = rt.aggregator.histogram(
+            semconv.PREDICTION_CONFIDENCE,
+            semconv.PREDICTION_CONFIDENCE_UNIT,
+            "Per-row confidence (top-class probability)",
+            semconv.UNIT_INTERVAL_BUCKETS,
+        )
+        self._values = rt.aggregator.histogram(
+            semconv.PREDICTION_VALUE, semconv.PREDICTION_VALUE_UNIT, "Per-row regression outputs", semconv.VALUE_BUCKETS
+        )
+        self._ops = {}
+        self._generation = rt.generation
+
+    def _operation(self, operation: str) -> _Operation:
+        op = self._ops.get(operation)
+        if op is None:
+            operation = attributes.text(operation, 64)
+            span_attributes: dict[str, AttributeValue] = {
+                **self._static,
+                semconv.ML_MODEL_NAME: self.name,
+                semconv.ML_MODEL_VERSION: self.version,
+                semconv.ML_MODEL_FRAMEWORK: self.spec.framework,
+                semconv.ML_OPERATION: operation,
+            }
+            if self.spec.task:
+                span_attributes[semconv.ML_MODEL_TASK] = self.spec.task
+            metric_attributes: dict[str, AttributeValue] = {
+                semconv.ML_MODEL_NAME: self._metric_name,
+                semconv.ML_MODEL_VERSION: self._metric_version,
+                semconv.ML_OPERATION: operation,
+            }
+            op = _Operation(
+                span_name=semconv.span_name(operation, self.name),
+                span_attributes=span_attributes,
+                metric_attributes=metric_attributes,
+                metric_key=frozenset(metric_attributes.items()),
+                kind=outputs.resolve_kind(self.spec.output, operation),
+            )
+            self._ops[operation] = op
+        return op
+
+    # -- the guarded hot path ------------------------------------------------------------------------------
+    def start(self, operation: str, x: object) -> Call | None:
+        """Open the span for one call with model input ``x``; ``None`` when suppressed or on an internal error."""
+        try:
+            if context.get_value(_SUPPRESS_KEYS[0]) or context.get_value(_SUPPRESS_KEYS[1]):
+                return None
+            rt = runtime.get()
+            if self._generation != rt.generation:
+                self._bind(rt)
+            op = self._ops.get(operation) or self._operation(operation)
+            batch = inputs.batch_size(x)
+            attrs = dict(op.span_attributes)
+            attrs[semconv.ML_BATCH_SIZE] = batch
+            span = self._tracer.start_span(op.span_name, kind=SpanKind.INTERNAL, attributes=attrs)
+            token = context.attach(trace.set_span_in_context(span))
+            return Call(op, span, token, batch, time.perf_counter())
+        except Exception as exc:
+            guard.internal_error("start", exc)
+            return None
+
+    def finish(self, call: Call, result: object, classes: Sequence[object] | None = None) -> None:
+        """Record a successful call's metrics and close its span."""
+        elapsed = time.perf_counter() - call.t0
+        try:
+            self._finish(call, result, elapsed, classes)
+        except Exception as exc:
+            self._close(call)
+            guard.internal_error("finish", exc)
+
+    def fail(self, call: Call, exc: BaseException) -> None:
+        """Record a failed call (status ERROR, ``error.type``, redacted exception event) and close its span."""
+        elapsed = time.perf_counter() - call.t0
+        try:
+            self._fail(call, exc, elapsed)
+        except Exception as internal:
+            self._close(call)
+            guard.internal_error("fail", internal)
+
+    def _finish(self, call: Call, result: object, elapsed: float, classes: Sequence[object] | None) -> None:
+        op, span = call.op, call.span
+        analysis = self._analyze(op, result, classes)
+        span_attrs: dict[str, AttributeValue] = {semconv.ML_PREDICTION_ID: self._prediction_id(span)}
+        ctx = span.get_span_context()
+        conf = analysis.confidence
+        if conf is not None and conf.size:
+            span_attrs[semconv.ML_PREDICTION_CONFIDENCE_MEAN] = float(conf.mean())
+            span_attrs[semconv.ML_PREDICTION_CONFIDENCE_MIN] = float(conf.min())
+            self._confidence.record(conf, op.metric_attributes, op.metric_key, ctx)
+        if analysis.values is not None and analysis.values.size:
+            self._values.record(analysis.values, op.metric_attributes, op.metric_key, ctx)
+        if analysis.class_counts:
+            for label, n in analysis.class_counts:
+                self._classes.add(n, self._class_attributes(op, label))
+        span.set_attributes(span_attrs)
+        self._duration.record(elapsed, op.metric_attributes)
+        self._count.add(call.batch, op.metric_attributes)
+        self._close(call)
+
+    def _fail(self, call: Call, exc: BaseException, elapsed: float) -> None:
+        op, span = call.op, call.span
+        etype = attributes.error_type(exc)
+        message = attributes.text(str(exc)) if config.settings.capture_exception_message else semconv.REDACTED
+        span.set_attributes({semconv.ML_PREDICTION_ID: self._prediction_id(span), semconv.ERROR_TYPE: etype})
+        span.add_event(semconv.EXCEPTION_EVENT, {semconv.EXCEPTION_TYPE: etype, semconv.EXCEPTION_MESSAGE: message})
+        span.set_status(Status(StatusCode.ERROR, etype))
+        attrs = op.error_attributes.get(etype)
+        if attrs is None:
+            attrs = {**op.metric_attributes, semconv.ERROR_TYPE: etype}
+            if len(op.error_attributes) < 64:
+                op.error_attributes[etype] = attrs
+        self._duration.record(elapsed, attrs)
+        self._close(call)
+
+    def _close(self, call: Call) -> None:
+        try:
+            context.detach(call.token)  # type: ignore[arg-type]
+        finally:
+            call.span.end()
+
+    def _analyze(self, op: _Operation, result: object, classes: Sequence[object] | None) -> outputs.Analysis:
+        spec = self.spec
+        if spec.confidence is not None:
+            conf = np.asarray(spec.confidence(result), dtype=np.float64).reshape(-1)
+            return outputs.Analysis(confidence=conf[np.isfinite(conf)])
+        return outputs.analyze(result, op.kind, spec.classes if classes is None else classes, spec.task)
+
+    def _prediction_id(self, span: Span) -> str:
+        ctx = span.get_span_context()
+        if ctx.is_valid:
+            pid = format_prediction_id(ctx.trace_id, ctx.span_id)
+        else:  # tracing is off: still unique, but nothing to link feedback to
+            pid = format_prediction_id(random.getrandbits(128), random.getrandbits(64))
+        _last_prediction_id.set(pid)
+        return pid
+
+    def _class_attributes(self, op: _Operation, label: object) -> dict[str, AttributeValue]:
+        attrs = op.class_attributes.get(label)
+        if attrs is not None:
+            return attrs
+        with self._lock:
+            if label not in self._labels and len(self._labels) >= config.settings.max_class_labels:
+                value = semconv.CLASS_OVERFLOW
+            else:
+                self._labels.add(label)
+                value = attributes.text(label, 64)
+        attrs = {**op.metric_attributes, semconv.ML_PREDICTION_CLASS: value}
+        if value != semconv.CLASS_OVERFLOW:
+            op.class_attributes[label] = attrs
+        return attrs

@@ -1,0 +1,122 @@
+"""A bounded background worker for telemetry work that must not run on the caller's thread.
+
+``submit`` never blocks: when the queue is full the task is dropped and counted
+(``otel_ml.telemetry.dropped{reason=queue_full}``). The thread starts lazily, is a daemon, and is recreated
+empty in a forked child (the parent's pending work belongs to the parent).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+from collections.abc import Callable
+
+from otel_ml import semconv
+from otel_ml._core import guard
+
+Task = Callable[[], None]
+DropCounter = Callable[[str, int], None]
+
+
+class Worker:
+    """One daemon thread draining a bounded queue of zero-argument tasks."""
+
+    def __init__(self, capacity: int, on_drop: DropCounter) -> None:
+        self.capacity = capacity
+        self._on_drop = on_drop
+        self._queue: collections.deque[Task] = collections.deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._thread: threading.Thread | None = None
+        self._busy = 0
+        self._closed = False
+        self._pid = os.getpid()
+        self.completed = 0
+        self.dropped = 0
+
+    def submit(self, task: Task) -> bool:
+        """Queue ``task``; returns False (and counts the drop) when full or shut down."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        with self._cond:
+            if self._closed or len(self._queue) >= self.capacity:
+                reason = semconv.DROP_SHUTDOWN if self._closed else semconv.DROP_QUEUE_FULL
+                self.dropped += 1
+                full = True
+            else:
+                self._queue.append(task)
+                self._cond.notify()
+                full = False
+                if self._thread is None:
+                    self._start()
+        if full:
+            self._on_drop(reason, 1)
+            return False
+        return True
+
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="otel_ml-worker", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                task = self._queue.popleft()
+                self._busy += 1
+            try:
+                task()
+            except Exception as exc:
+                try:
+                    guard.internal_error("worker", exc)
+                except Exception:  # strict mode: already counted; the worker must keep running
+                    pass
+            finally:
+                with self._cond:
+                    self._busy -= 1
+                    self.completed += 1
+                    self._cond.notify_all()
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until every queued task has run; False if ``timeout`` seconds passed first."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._queue or self._busy:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    def close(self, timeout: float) -> None:
+        """Finish queued work within ``timeout``, then stop; later submits are dropped and counted."""
+        self.drain(timeout)
+        with self._cond:
+            self._closed = True
+            left = len(self._queue)
+            self._queue.clear()
+            self._cond.notify_all()
+        if left:
+            self.dropped += left
+            self._on_drop(semconv.DROP_SHUTDOWN, left)
+
+    def reopen(self) -> None:
+        """Accept work again after :meth:`close` (a new pipeline was configured)."""
+        with self._cond:
+            self._closed = False
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._queue) + self._busy
+
+    def _after_fork(self) -> None:
+        """Start clean in a forked child: no inherited tasks, no (dead) inherited thread."""
+        self._pid = os.getpid()
+        self._queue = collections.deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._thread = None
+        self._busy = 0

@@ -1,0 +1,106 @@
+"""Every ``OTEL_ML_*`` environment variable, parsed once into one settings object.
+
+Parsing fails closed: an unreadable value falls back to the safe default (capture options off) with one
+warning, never an exception at predict time. Standard ``OTEL_*`` variables (endpoint, protocol, headers,
+service name, exemplar filter, export interval) are read by the OpenTelemetry SDK and exporters themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+_log = logging.getLogger("otel_ml")
+
+OTEL_ML_DISABLED = "OTEL_ML_DISABLED"
+"""``true`` turns every otel-ml wrapper into a pass-through (no span, no metric)."""
+OTEL_ML_STRICT = "OTEL_ML_STRICT"
+"""``1``/``true`` re-raises otel-ml's internal errors instead of swallowing them (tests, staging)."""
+OTEL_ML_CAPTURE_EXCEPTION_MESSAGE = "OTEL_ML_CAPTURE_EXCEPTION_MESSAGE"
+"""``true`` records exception messages on spans; by default only the exception type is recorded."""
+OTEL_ML_MAX_CLASS_LABELS = "OTEL_ML_MAX_CLASS_LABELS"
+"""Distinct predicted-class labels kept per model (default 50); later ones count as ``__other__``."""
+OTEL_ML_MAX_MODELS = "OTEL_ML_MAX_MODELS"
+"""Distinct (model name, version) pairs with their own series (default 200); later ones share ``__overflow__``."""
+OTEL_ML_ATTRIBUTE_VALUE_MAX_LENGTH = "OTEL_ML_ATTRIBUTE_VALUE_MAX_LENGTH"
+"""Longest string attribute otel-ml emits (default 256 characters)."""
+OTEL_ML_QUEUE_SIZE = "OTEL_ML_QUEUE_SIZE"
+"""Tasks the background worker may hold (default 1024); beyond it work is dropped and counted."""
+OTEL_ML_SHUTDOWN_TIMEOUT = "OTEL_ML_SHUTDOWN_TIMEOUT"
+"""Seconds the exit-time shutdown may take (default 5)."""
+OTEL_ML_LOG_INTERVAL = "OTEL_ML_LOG_INTERVAL"
+"""Seconds between two log lines about the same internal problem (default 60)."""
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """otel-ml's configuration as read from the environment."""
+
+    disabled: bool = False
+    strict: bool = False
+    capture_exception_message: bool = False
+    max_class_labels: int = 50
+    max_models: int = 200
+    attribute_value_max_length: int = 256
+    queue_size: int = 1024
+    shutdown_timeout: float = 5.0
+    log_interval: float = 60.0
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    _log.warning("otel_ml: ignoring %s=%r (expected true/false); using %s", name, raw, default)
+    return default
+
+
+def _number(env: Mapping[str, str], name: str, default: float, low: float, cast: type) -> float:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = cast(raw.strip())
+    except ValueError:
+        _log.warning("otel_ml: ignoring %s=%r (not a number); using %s", name, raw, default)
+        return default
+    if value < low:
+        _log.warning("otel_ml: ignoring %s=%r (below %s); using %s", name, raw, low, default)
+        return default
+    return value
+
+
+def load(env: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from ``env`` (default: ``os.environ``)."""
+    env = os.environ if env is None else env
+    return Settings(
+        disabled=_bool(env, OTEL_ML_DISABLED, False),
+        strict=_bool(env, OTEL_ML_STRICT, False),
+        capture_exception_message=_bool(env, OTEL_ML_CAPTURE_EXCEPTION_MESSAGE, False),
+        max_class_labels=int(_number(env, OTEL_ML_MAX_CLASS_LABELS, 50, 1, int)),
+        max_models=int(_number(env, OTEL_ML_MAX_MODELS, 200, 1, int)),
+        attribute_value_max_length=int(_number(env, OTEL_ML_ATTRIBUTE_VALUE_MAX_LENGTH, 256, 16, int)),
+        queue_size=int(_number(env, OTEL_ML_QUEUE_SIZE, 1024, 1, int)),
+        shutdown_timeout=float(_number(env, OTEL_ML_SHUTDOWN_TIMEOUT, 5.0, 0.0, float)),
+        log_interval=float(_number(env, OTEL_ML_LOG_INTERVAL, 60.0, 0.0, float)),
+    )
+
+
+settings: Settings = load()
+
+
+def reload(env: Mapping[str, str] | None = None) -> Settings:
+    """Re-read the environment (tests, or after changing ``os.environ`` at start-up)."""
+    global settings
+    settings = load(env)
+    return settings

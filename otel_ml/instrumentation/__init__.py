@@ -1,0 +1,1 @@
+"""Adapters: the decorator, the model wrapper, and per-framework auto-instrumentors."""

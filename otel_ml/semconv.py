@@ -1,0 +1,80 @@
+"""Every attribute name, metric name, unit and bucket boundary otel-ml emits, in one place.
+
+Naming mirrors the OpenTelemetry GenAI conventions (`{operation} {model}` span names, seconds for durations,
+`error.type` on failures) under an `ml.` namespace; otel-ml's own health metrics live under `otel_ml.`.
+The README's telemetry table is the human-readable copy of this module.
+"""
+
+from __future__ import annotations
+
+SCOPE_NAME = "otel_ml"
+
+# --- span / metric attributes -------------------------------------------------------------------------
+ML_MODEL_NAME = "ml.model.name"
+ML_MODEL_VERSION = "ml.model.version"
+ML_MODEL_FRAMEWORK = "ml.model.framework"
+ML_MODEL_TASK = "ml.model.task"
+ML_OPERATION = "ml.operation"
+ML_BATCH_SIZE = "ml.batch.size"
+ML_PREDICTION_ID = "ml.prediction.id"
+ML_PREDICTION_CONFIDENCE_MEAN = "ml.prediction.confidence.mean"
+ML_PREDICTION_CONFIDENCE_MIN = "ml.prediction.confidence.min"
+ML_PREDICTION_CLASS = "ml.prediction.class"
+ERROR_TYPE = "error.type"
+
+# otel-ml self-observability attributes
+OTEL_ML_STAGE = "otel_ml.stage"
+OTEL_ML_REASON = "reason"
+
+# --- span names and events ----------------------------------------------------------------------------
+SPAN_NAME_FORMAT = "{operation} {model}"
+EXCEPTION_EVENT = "exception"
+EXCEPTION_TYPE = "exception.type"
+EXCEPTION_MESSAGE = "exception.message"
+REDACTED = "<redacted>"
+
+# --- metrics ------------------------------------------------------------------------------------------
+PREDICTION_DURATION = "ml.prediction.duration"
+PREDICTION_DURATION_UNIT = "s"
+PREDICTION_COUNT = "ml.prediction.count"
+PREDICTION_COUNT_UNIT = "{prediction}"
+PREDICTION_CONFIDENCE = "ml.prediction.confidence"
+PREDICTION_CONFIDENCE_UNIT = "1"
+PREDICTION_CLASS = "ml.prediction.class"
+PREDICTION_CLASS_UNIT = "{prediction}"
+PREDICTION_VALUE = "ml.prediction.value"
+PREDICTION_VALUE_UNIT = "1"
+
+INTERNAL_ERRORS = "otel_ml.internal.errors"
+INTERNAL_ERRORS_UNIT = "{error}"
+TELEMETRY_DROPPED = "otel_ml.telemetry.dropped"
+TELEMETRY_DROPPED_UNIT = "{item}"
+
+# --- attribute values ---------------------------------------------------------------------------------
+FRAMEWORK_CUSTOM = "custom"
+FRAMEWORK_SKLEARN = "sklearn"
+FRAMEWORK_TORCH = "torch"
+TASK_CLASSIFICATION = "classification"
+TASK_REGRESSION = "regression"
+CLASS_OVERFLOW = "__other__"
+MODEL_OVERFLOW = "__overflow__"
+
+# drop reasons for otel_ml.telemetry.dropped
+DROP_QUEUE_FULL = "queue_full"
+DROP_SHUTDOWN = "already_shutdown"
+
+# --- bucket boundaries ----------------------------------------------------------------------------------
+# Model latency: 100 µs (tiny linear models) to 10 s (large batches / deep models), roughly 1-2.5-5 steps.
+DURATION_BUCKETS: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)
+# Probabilities: uniform buckets 0.05 apart over [0, 1] (upper bounds 0.05 … 1.0).
+UNIT_INTERVAL_BUCKETS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 21))
+# Regression outputs of unknown scale: symmetric 1-2.5-5 steps from 1e-3 to 1e6, and 0.
+_POSITIVE = tuple(m * 10.0**e for e in range(-3, 6) for m in (1.0, 2.5, 5.0)) + (1e6,)
+VALUE_BUCKETS: tuple[float, ...] = tuple(-v for v in reversed(_POSITIVE)) + (0.0,) + _POSITIVE
+
+
+def span_name(operation: str, model: str) -> str:
+    """The span name for one predict call, e.g. ``predict_proba fraud``."""
+    return f"{operation} {model}"

@@ -1,0 +1,93 @@
+"""In-memory telemetry for tests: fresh SDK providers wired into otel-ml without touching the globals.
+
+    with InMemoryTelemetry() as tel:
+        predict(X)
+        tel.spans()                      # finished spans
+        tel.points("ml.prediction.count")  # data points of one metric, otel-ml histograms merged in
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Metric, MetricsData
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otel_ml._core import runtime
+from otel_ml._core.aggregation import Aggregator
+
+
+class MergingInMemoryMetricReader(InMemoryMetricReader):
+    """An ``InMemoryMetricReader`` whose collections include otel-ml's vectorised histograms."""
+
+    def __init__(self, aggregator: Aggregator, resource: Resource, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._aggregator = aggregator
+        self._resource = resource
+        aggregator.attach()
+
+    def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
+        merged = self._aggregator.merge(metrics_data, self._resource)
+        super()._receive_metrics(merged, timeout_millis=timeout_millis, **kwargs)
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        self._aggregator.detach()
+        super().shutdown(timeout_millis=timeout_millis, **kwargs)
+
+
+class InMemoryTelemetry:
+    """Fresh tracer and meter providers recording in memory, used by otel-ml until :meth:`close`."""
+
+    def __init__(self, merge: bool = True, resource: Resource | None = None) -> None:
+        rt = runtime.get()
+        rt.aggregator.clear()
+        self.resource = resource or Resource.create({"service.name": "otel-ml-test"})
+        self.exporter = InMemorySpanExporter()
+        self.tracer_provider = TracerProvider(resource=self.resource, shutdown_on_exit=False)
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
+        self.reader: InMemoryMetricReader = (
+            MergingInMemoryMetricReader(rt.aggregator, self.resource) if merge else InMemoryMetricReader()
+        )
+        self.meter_provider = MeterProvider(resource=self.resource, metric_readers=[self.reader], shutdown_on_exit=False)
+        rt.worker.reopen()
+        rt.use(self.tracer_provider, self.meter_provider)
+
+    def spans(self) -> list[ReadableSpan]:
+        """Every span finished so far."""
+        return list(self.exporter.get_finished_spans())
+
+    def metrics(self) -> dict[str, Metric]:
+        """Collect now; every metric by name (otel-ml's background work drained first)."""
+        runtime.get().worker.drain(10.0)
+        data = self.reader.get_metrics_data()
+        out: dict[str, Metric] = {}
+        if data is None:
+            return out
+        for rm in data.resource_metrics:
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    out[m.name] = m
+        return out
+
+    def points(self, name: str) -> list[Any]:
+        """The data points of metric ``name`` (empty when it has none)."""
+        metric = self.metrics().get(name)
+        return list(metric.data.data_points) if metric is not None else []
+
+    def close(self) -> None:
+        """Stop recording here; otel-ml falls back to the global providers."""
+        rt = runtime.get()
+        rt.use(None, None)
+        self.meter_provider.shutdown()
+        self.tracer_provider.shutdown()
+        rt.aggregator.clear()
+
+    def __enter__(self) -> InMemoryTelemetry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
