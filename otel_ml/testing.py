@@ -73,9 +73,13 @@ class InMemoryTelemetry:
                     out[m.name] = m
         return out
 
-    def points(self, name: str) -> list[Any]:
-        """The data points of metric ``name`` (empty when it has none)."""
-        metric = self.metrics().get(name)
+    def points(self, name: str, collected: dict[str, Metric] | None = None) -> list[Any]:
+        """The data points of metric ``name`` from ``collected`` (default: a fresh collection).
+
+        The SDK hands out exemplars once per collection: read several metrics' exemplars from one
+        ``metrics()`` result.
+        """
+        metric = (self.metrics() if collected is None else collected).get(name)
         return list(metric.data.data_points) if metric is not None else []
 
     def close(self) -> None:

@@ -1,23 +1,28 @@
-"""Vectorised histograms for per-row distributions, exported as real OTLP histograms.
+"""otel-ml's own aggregation of ``ml.*`` metrics, exported as real OTLP histograms and sums.
 
-The Python SDK records one value per ``Histogram.record`` call (~6 µs each), which is far too slow for a
-1,000-row batch of confidences or 20,000 feature ranks. otel-ml keeps its own cumulative bucket counts,
-filled with ``np.searchsorted`` + ``np.bincount``, and merges them into the SDK's ``MetricsData`` at export
-time through :class:`MergingMetricExporter` (which ``otel_ml.configure()`` installs) or any reader that
-calls :meth:`Aggregator.merge`. The data points are the SDK's own ``HistogramDataPoint`` objects, so every
-exporter (OTLP gRPC/HTTP, console, Prometheus) encodes them like any other histogram.
+The Python SDK records one value per ``Histogram.record`` call (~6 µs each) and re-hashes the attribute set
+every time, which is far too slow for a 1,000-row batch of confidences or 20,000 feature ranks. otel-ml keeps
+cumulative state per series itself — bucket counts filled with ``np.searchsorted`` + ``np.bincount`` for
+arrays, ``bisect`` for single values, plain integer adds for counters — keyed by precomputed attribute
+sets, and merges it into the SDK's ``MetricsData`` at export time through :class:`MergingMetricExporter`
+(installed by ``otel_ml.configure()``) or any reader that calls :meth:`Aggregator.merge`. The points are the
+SDK's own ``HistogramDataPoint`` / ``NumberDataPoint`` objects, so every exporter encodes them as usual.
 
-When nothing merges (the application built its own metric readers), the same values are recorded one by one
-into an SDK ``Histogram`` on otel-ml's background worker: correct, off the caller's thread, and counted when
-the worker's queue is full. Exemplars: each bucket keeps the latest value recorded inside a sampled span.
+Trade-off: SDK Views do not apply to these instruments (their buckets are set in :mod:`otel_ml.semconv`).
+When nothing merges (the application built its own metric readers), every value goes through a real SDK
+instrument instead (:class:`FallbackSink`): single values and counters inline, arrays one by one on the
+background worker. Exemplars: each histogram bucket keeps the latest value recorded inside a sampled span,
+as the SDK's trace-based exemplar filter would.
 """
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
 
 import numpy as np
 from opentelemetry.sdk.metrics import Exemplar
@@ -30,168 +35,236 @@ from opentelemetry.sdk.metrics.export import (
     MetricExporter,
     MetricExportResult,
     MetricsData,
+    NumberDataPoint,
     ResourceMetrics,
     ScopeMetrics,
+    Sum,
 )
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext
 from opentelemetry.util.types import AttributeValue
 
-
+Attributes = Mapping[str, AttributeValue]
 AttributesKey = frozenset[tuple[str, AttributeValue]]
-Fallback = Callable[["VectorHistogram", np.ndarray, Mapping[str, AttributeValue]], None]
 
 _MASK64 = (1 << 64) - 1
 
 
-@dataclass
-class _Point:
-    """Cumulative state of one histogram series (one attribute set)."""
+class FallbackSink(Protocol):
+    """Where values go when no exporter merges otel-ml's aggregation (real SDK instruments)."""
 
-    attributes: Mapping[str, AttributeValue]
-    start_ns: int
-    counts: np.ndarray
-    total: float = 0.0
-    n: int = 0
-    low: float = float("inf")
-    high: float = float("-inf")
-    ex_value: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    ex_time: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-    ex_trace_hi: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
-    ex_trace_lo: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
-    ex_span: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
+    def histogram_values(self, hist: VectorHistogram, values: np.ndarray, attributes: Attributes) -> None: ...
+    def histogram_value(self, hist: VectorHistogram, value: float, attributes: Attributes) -> None: ...
+    def counter_add(self, counter: VectorCounter, amount: int, attributes: Attributes) -> None: ...
+
+
+class _HistogramSeries:
+    """Cumulative state of one histogram series, with one exemplar slot per bucket."""
+
+    __slots__ = ("attributes", "counts", "ex_span", "ex_time", "ex_trace_hi", "ex_trace_lo", "ex_value", "high",
+                 "low", "n", "start_ns", "total")
+
+    def __init__(self, attributes: Attributes, buckets: int) -> None:
+        self.attributes = dict(attributes)
+        self.start_ns = time.time_ns()
+        self.counts = np.zeros(buckets, dtype=np.int64)
+        self.total = 0.0
+        self.n = 0
+        self.low = float("inf")
+        self.high = float("-inf")
+        self.ex_value = np.zeros(buckets)
+        self.ex_time = np.zeros(buckets, dtype=np.int64)
+        self.ex_trace_hi = np.zeros(buckets, dtype=np.uint64)
+        self.ex_trace_lo = np.zeros(buckets, dtype=np.uint64)
+        self.ex_span = np.zeros(buckets, dtype=np.uint64)
 
 
 class VectorHistogram:
-    """An explicit-bucket histogram whose ``record`` takes a whole numpy array of values."""
+    """An explicit-bucket histogram that takes whole numpy arrays (or single values) per call."""
 
     def __init__(self, owner: Aggregator, name: str, unit: str, description: str, bounds: Sequence[float]):
         self.name = name
         self.unit = unit
         self.description = description
         self.bounds = np.asarray(bounds, dtype=np.float64)
-        self._bounds_list = [float(b) for b in bounds]
+        self.bounds_list = [float(b) for b in bounds]
         self._owner = owner
-        self._points: dict[AttributesKey, _Point] = {}
+        self._series: dict[AttributesKey, _HistogramSeries] = {}
         self._lock = threading.Lock()
 
-    def record(
-        self,
-        values: np.ndarray,
-        attributes: Mapping[str, AttributeValue],
-        key: AttributesKey,
-        span_context: SpanContext | None = None,
-    ) -> None:
-        """Add finite ``values`` (1-D float64) to the series ``attributes`` (``key`` is its frozenset)."""
+    def _get(self, key: AttributesKey, attributes: Attributes) -> _HistogramSeries:
+        series = self._series.get(key)
+        if series is None:
+            series = _HistogramSeries(attributes, len(self.bounds_list) + 1)
+            self._series[key] = series
+        return series
+
+    def record(self, values: np.ndarray, attributes: Attributes, key: AttributesKey, ctx: SpanContext | None) -> None:
+        """Add finite 1-D float64 ``values`` to the series ``attributes`` (``key`` is its frozenset)."""
         if values.size == 0:
             return
         if not self._owner.merging:
-            fallback = self._owner.fallback
-            if fallback is not None:
-                fallback(self, values, attributes)
+            if self._owner.fallback is not None:
+                self._owner.fallback.histogram_values(self, values, attributes)
             return
-        # Prometheus-style upper-inclusive buckets: bucket i holds bounds[i-1] < v <= bounds[i].
+        # Upper-inclusive buckets (Prometheus ``le``): bucket i holds bounds[i-1] < v <= bounds[i].
         idx = np.searchsorted(self.bounds, values, side="left")
-        nb = self.bounds.size + 1
-        counts = np.bincount(idx, minlength=nb)
-        total = float(values.sum())
-        low = float(values.min())
-        high = float(values.max())
+        counts = np.bincount(idx, minlength=len(self.bounds_list) + 1)
+        total, low, high = float(values.sum()), float(values.min()), float(values.max())
+        sampled = ctx is not None and ctx.trace_flags.sampled
+        now = time.time_ns() if sampled else 0
         with self._lock:
-            point = self._points.get(key)
-            if point is None:
-                point = self._new_point(attributes)
-                self._points[key] = point
-            point.counts += counts
-            point.total += total
-            point.n += values.size
-            point.low = min(point.low, low)
-            point.high = max(point.high, high)
-            if span_context is not None and span_context.trace_flags.sampled:
-                point.ex_value[idx] = values
-                point.ex_time[idx] = time.time_ns()
-                point.ex_trace_hi[idx] = span_context.trace_id >> 64
-                point.ex_trace_lo[idx] = span_context.trace_id & _MASK64
-                point.ex_span[idx] = span_context.span_id
+            s = self._get(key, attributes)
+            s.counts += counts
+            s.total += total
+            s.n += values.size
+            s.low = low if low < s.low else s.low
+            s.high = high if high > s.high else s.high
+            if sampled:
+                assert ctx is not None
+                s.ex_value[idx] = values
+                s.ex_time[idx] = now
+                s.ex_trace_hi[idx] = ctx.trace_id >> 64
+                s.ex_trace_lo[idx] = ctx.trace_id & _MASK64
+                s.ex_span[idx] = ctx.span_id
 
-    def _new_point(self, attributes: Mapping[str, AttributeValue]) -> _Point:
-        nb = self.bounds.size + 1
-        return _Point(
-            attributes=dict(attributes),
-            start_ns=time.time_ns(),
-            counts=np.zeros(nb, dtype=np.int64),
-            ex_value=np.zeros(nb),
-            ex_time=np.zeros(nb, dtype=np.int64),
-            ex_trace_hi=np.zeros(nb, dtype=np.uint64),
-            ex_trace_lo=np.zeros(nb, dtype=np.uint64),
-            ex_span=np.zeros(nb, dtype=np.uint64),
-        )
+    def record_one(self, value: float, attributes: Attributes, key: AttributesKey, ctx: SpanContext | None) -> None:
+        """Add one value (the per-call path, e.g. a duration): ``bisect``, no numpy temporaries."""
+        if not self._owner.merging:
+            if self._owner.fallback is not None:
+                self._owner.fallback.histogram_value(self, value, attributes)
+            return
+        i = bisect.bisect_left(self.bounds_list, value)
+        with self._lock:
+            s = self._get(key, attributes)
+            s.counts[i] += 1
+            s.total += value
+            s.n += 1
+            if value < s.low:
+                s.low = value
+            if value > s.high:
+                s.high = value
+            if ctx is not None and ctx.trace_flags.sampled:
+                s.ex_value[i] = value
+                s.ex_time[i] = time.time_ns()
+                s.ex_trace_hi[i] = ctx.trace_id >> 64
+                s.ex_trace_lo[i] = ctx.trace_id & _MASK64
+                s.ex_span[i] = ctx.span_id
 
     def snapshot(self, now_ns: int) -> Metric | None:
-        """The cumulative state of every series as an SDK ``Metric`` (``None`` before the first value)."""
+        """Every series as one cumulative SDK ``Metric`` (``None`` before the first value)."""
         with self._lock:
-            points = [self._data_point(p, now_ns) for p in self._points.values()]
+            points = [self._point(s, now_ns) for s in self._series.values()]
         if not points:
             return None
-        return Metric(
-            name=self.name,
-            description=self.description,
-            unit=self.unit,
-            data=Histogram(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE),
-        )
+        data = Histogram(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE)
+        return Metric(name=self.name, description=self.description, unit=self.unit, data=data)
 
-    def _data_point(self, p: _Point, now_ns: int) -> HistogramDataPoint:
+    def _point(self, s: _HistogramSeries, now_ns: int) -> HistogramDataPoint:
         exemplars = [
             Exemplar(
                 filtered_attributes=None,
-                value=float(p.ex_value[i]),
-                time_unix_nano=int(p.ex_time[i]),
-                span_id=int(p.ex_span[i]),
-                trace_id=(int(p.ex_trace_hi[i]) << 64) | int(p.ex_trace_lo[i]),
+                value=float(s.ex_value[i]),
+                time_unix_nano=int(s.ex_time[i]),
+                span_id=int(s.ex_span[i]),
+                trace_id=(int(s.ex_trace_hi[i]) << 64) | int(s.ex_trace_lo[i]),
             )
-            for i in np.flatnonzero(p.ex_span)
+            for i in np.flatnonzero(s.ex_span)
         ]
         return HistogramDataPoint(
-            attributes=p.attributes,
-            start_time_unix_nano=p.start_ns,
+            attributes=s.attributes,
+            start_time_unix_nano=s.start_ns,
             time_unix_nano=now_ns,
-            count=p.n,
-            sum=p.total,
-            bucket_counts=p.counts.tolist(),
-            explicit_bounds=self._bounds_list,
-            min=p.low,
-            max=p.high,
+            count=s.n,
+            sum=s.total,
+            bucket_counts=s.counts.tolist(),
+            explicit_bounds=self.bounds_list,
+            min=s.low,
+            max=s.high,
             exemplars=exemplars,
         )
 
     def clear(self) -> None:
         with self._lock:
-            self._points.clear()
+            self._series.clear()
+
+
+@dataclass
+class _CounterSeries:
+    attributes: Attributes
+    start_ns: int
+    value: int = 0
+
+
+class VectorCounter:
+    """A monotonic counter keyed by precomputed attribute sets: one dict lookup and an add per call."""
+
+    def __init__(self, owner: Aggregator, name: str, unit: str, description: str) -> None:
+        self.name = name
+        self.unit = unit
+        self.description = description
+        self._owner = owner
+        self._series: dict[AttributesKey, _CounterSeries] = {}
+        self._lock = threading.Lock()
+
+    def add(self, amount: int, attributes: Attributes, key: AttributesKey) -> None:
+        if not self._owner.merging:
+            if self._owner.fallback is not None:
+                self._owner.fallback.counter_add(self, amount, attributes)
+            return
+        with self._lock:
+            s = self._series.get(key)
+            if s is None:
+                s = self._series[key] = _CounterSeries(dict(attributes), time.time_ns())
+            s.value += amount
+
+    def snapshot(self, now_ns: int) -> Metric | None:
+        with self._lock:
+            points = [
+                NumberDataPoint(attributes=s.attributes, start_time_unix_nano=s.start_ns, time_unix_nano=now_ns,
+                                value=s.value)
+                for s in self._series.values()
+            ]
+        if not points:
+            return None
+        data = Sum(data_points=points, aggregation_temporality=AggregationTemporality.CUMULATIVE, is_monotonic=True)
+        return Metric(name=self.name, description=self.description, unit=self.unit, data=data)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._series.clear()
 
 
 class Aggregator:
-    """otel-ml's vectorised histograms, and whether anything merges them into exports."""
+    """All of otel-ml's aggregated instruments, and whether any exporter merges them."""
 
     def __init__(self, scope: InstrumentationScope) -> None:
         self.scope = scope
-        self._histograms: dict[str, VectorHistogram] = {}
+        self._instruments: dict[str, VectorHistogram | VectorCounter] = {}
         self._lock = threading.Lock()
         self._sinks = 0
         self.merging = False
-        self.fallback: Fallback | None = None
+        self.fallback: FallbackSink | None = None
 
     def histogram(self, name: str, unit: str, description: str, bounds: Sequence[float]) -> VectorHistogram:
-        """The vectorised histogram ``name`` (created once)."""
+        """The histogram ``name`` (created on first use)."""
         with self._lock:
-            hist = self._histograms.get(name)
-            if hist is None:
-                hist = VectorHistogram(self, name, unit, description, bounds)
-                self._histograms[name] = hist
-            return hist
+            inst = self._instruments.get(name)
+            if not isinstance(inst, VectorHistogram):
+                inst = self._instruments[name] = VectorHistogram(self, name, unit, description, bounds)
+            return inst
+
+    def counter(self, name: str, unit: str, description: str) -> VectorCounter:
+        """The counter ``name`` (created on first use)."""
+        with self._lock:
+            inst = self._instruments.get(name)
+            if not isinstance(inst, VectorCounter):
+                inst = self._instruments[name] = VectorCounter(self, name, unit, description)
+            return inst
 
     def attach(self) -> None:
-        """A sink (exporter or reader) now merges these histograms into its exports."""
+        """A sink (exporter or reader) now merges this aggregation into its exports."""
         with self._lock:
             self._sinks += 1
             self.merging = True
@@ -202,14 +275,14 @@ class Aggregator:
             self.merging = self._sinks > 0
 
     def metrics(self) -> list[Metric]:
-        """Cumulative snapshots of every histogram that has data."""
+        """Cumulative snapshots of every instrument that has data."""
         now = time.time_ns()
         with self._lock:
-            hists = list(self._histograms.values())
-        return [m for m in (h.snapshot(now) for h in hists) if m is not None]
+            instruments = list(self._instruments.values())
+        return [m for m in (i.snapshot(now) for i in instruments) if m is not None]
 
-    def merge(self, data: MetricsData | None, resource: Resource, delta: _DeltaState | None = None) -> MetricsData:
-        """``data`` with otel-ml's histograms added under the ``otel_ml`` scope of the first resource."""
+    def merge(self, data: MetricsData | None, resource: Resource, delta: DeltaState | None = None) -> MetricsData:
+        """``data`` plus otel-ml's metrics under the ``otel_ml`` scope of its first resource."""
         ours = self.metrics()
         if delta is not None:
             ours = delta.apply(ours)
@@ -230,45 +303,39 @@ class Aggregator:
         return MetricsData(resource_metrics=resource_metrics)
 
     def clear(self) -> None:
+        """Forget every series (tests; a forked child)."""
         with self._lock:
-            hists = list(self._histograms.values())
-        for h in hists:
-            h.clear()
+            instruments = list(self._instruments.values())
+        for inst in instruments:
+            inst.clear()
 
 
-class _DeltaState:
-    """Turns otel-ml's cumulative histograms into delta points for an exporter that prefers delta."""
+class DeltaState:
+    """Turns otel-ml's cumulative points into delta points for an exporter that prefers delta."""
 
     def __init__(self) -> None:
-        self._last: dict[tuple[str, AttributesKey], HistogramDataPoint] = {}
+        self._last: dict[tuple[str, AttributesKey], HistogramDataPoint | NumberDataPoint] = {}
 
     def apply(self, metrics: list[Metric]) -> list[Metric]:
         out = []
         for m in metrics:
-            assert isinstance(m.data, Histogram)
-            points = []
+            points: list[HistogramDataPoint | NumberDataPoint] = []
             for p in m.data.data_points:
                 key = (m.name, frozenset((p.attributes or {}).items()))
                 prev = self._last.get(key)
                 self._last[key] = p
                 if prev is None:
                     points.append(p)
-                    continue
-                counts = [a - b for a, b in zip(p.bucket_counts, prev.bucket_counts, strict=True)]
-                if sum(counts) == 0:
-                    continue
-                points.append(
-                    replace(
-                        p,
-                        start_time_unix_nano=prev.time_unix_nano,
-                        count=p.count - prev.count,
-                        sum=p.sum - prev.sum,
-                        bucket_counts=counts,
-                    )
-                )
+                elif isinstance(p, HistogramDataPoint) and isinstance(prev, HistogramDataPoint):
+                    if p.count != prev.count:
+                        counts = [a - b for a, b in zip(p.bucket_counts, prev.bucket_counts, strict=True)]
+                        points.append(replace(p, start_time_unix_nano=prev.time_unix_nano, count=p.count - prev.count,
+                                              sum=p.sum - prev.sum, bucket_counts=counts))
+                elif isinstance(p, NumberDataPoint) and isinstance(prev, NumberDataPoint) and p.value != prev.value:
+                    points.append(replace(p, start_time_unix_nano=prev.time_unix_nano, value=p.value - prev.value))
             if points:
-                hist = Histogram(data_points=points, aggregation_temporality=AggregationTemporality.DELTA)
-                out.append(replace(m, data=hist))
+                data = replace(m.data, data_points=points, aggregation_temporality=AggregationTemporality.DELTA)
+                out.append(replace(m, data=data))
         return out
 
 
@@ -279,7 +346,7 @@ def prefers_delta(exporter: MetricExporter) -> bool:
 
 
 class MergingMetricExporter(MetricExporter):
-    """Wraps a metric exporter so every export also carries otel-ml's vectorised histograms."""
+    """Wraps a metric exporter so every export also carries otel-ml's aggregated metrics."""
 
     def __init__(self, inner: MetricExporter, aggregator: Aggregator, resource: Resource) -> None:
         super().__init__(
@@ -289,7 +356,7 @@ class MergingMetricExporter(MetricExporter):
         self._inner = inner
         self._aggregator = aggregator
         self._resource = resource
-        self._delta = _DeltaState() if prefers_delta(inner) else None
+        self._delta = DeltaState() if prefers_delta(inner) else None
         aggregator.attach()
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: object) -> MetricExportResult:
@@ -304,11 +371,3 @@ class MergingMetricExporter(MetricExporter):
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: object) -> None:
         self._aggregator.detach()
         self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
-
-
-def record_each(instrument: object, values: np.ndarray, attributes: Mapping[str, AttributeValue]) -> None:
-    """The slow, always-correct path: one SDK ``Histogram.record`` per value (runs on the worker)."""
-    record = instrument.record  # type: ignore[attr-defined]
-    for v in values.tolist():
-        record(v, attributes)
-

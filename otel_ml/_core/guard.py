@@ -1,6 +1,6 @@
 """The safety net around every otel-ml code path that runs inside a user's call.
 
-An internal error is counted (``otel_ml.internal.errors{otel_ml.stage}``), logged at most once per stage per
+An internal error is counted (exported as ``otel_ml.internal.errors{otel_ml.stage}`` by the runtime), logged at most once per stage per
 ``OTEL_ML_LOG_INTERVAL`` seconds, and swallowed, so the user's result or exception passes through untouched.
 ``OTEL_ML_STRICT=1`` re-raises instead (our test-suite runs strict).
 """
@@ -11,7 +11,6 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 
 from otel_ml import config
 
@@ -46,28 +45,14 @@ class RateLimitedLog:
 
 log = RateLimitedLog()
 
-ErrorCounter = Callable[[str], None]
-_error_counter: ErrorCounter | None = None
 _counts: Counter[str] = Counter()
 _counts_lock = threading.Lock()
-
-
-def set_error_counter(counter: ErrorCounter | None) -> None:
-    """Install the callback that exports internal errors as a metric (set by the runtime)."""
-    global _error_counter
-    _error_counter = counter
 
 
 def internal_error(stage: str, exc: BaseException) -> None:
     """Record an internal failure at ``stage``; re-raise it in strict mode."""
     with _counts_lock:
         _counts[stage] += 1
-    counter = _error_counter
-    if counter is not None:
-        try:
-            counter(stage)
-        except Exception:  # the error counter itself must never take the user's call down
-            pass
     log.warning(
         "internal:" + stage,
         "otel_ml: internal error in %s (%s); telemetry for this call may be incomplete",

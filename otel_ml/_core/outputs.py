@@ -15,6 +15,7 @@ through ``detach()``; CUDA tensors are never copied to the host).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -102,15 +103,23 @@ def analyze(out: object, kind: str, classes: Sequence[object] | None, task: str 
         values = np.asarray(arr, dtype=np.float64).reshape(-1)
         return Analysis(values=values[np.isfinite(values)])
     probs = _probabilities(np.asarray(arr, dtype=np.float64), kind)
-    if probs is None:
+    if probs is None or probs.shape[0] == 0:
         return EMPTY
+    k = probs.shape[1]
+    names = classes if classes is not None and len(classes) == k else range(k)
+    if probs.shape[0] == 1:  # the single-row fast path: scalars, no temporaries
+        row = probs[0]
+        i = int(row.argmax())
+        c = float(row[i])
+        if not math.isfinite(c):
+            return EMPTY
+        return Analysis(confidence=np.array([c]), class_counts=[(names[i], 1)])
     top = probs.argmax(axis=1)
-    confidence = probs[np.arange(probs.shape[0]), top]
+    confidence = np.take_along_axis(probs, top[:, None], axis=1).reshape(-1)
     finite = np.isfinite(confidence)
     if not finite.all():
         confidence, top = confidence[finite], top[finite]
-    counts = np.bincount(top, minlength=probs.shape[1])
-    names = classes if classes is not None and len(classes) == probs.shape[1] else range(probs.shape[1])
+    counts = np.bincount(top, minlength=k)
     class_counts = [(names[i], int(counts[i])) for i in np.flatnonzero(counts)]
     return Analysis(confidence=confidence, class_counts=class_counts)
 

@@ -60,6 +60,18 @@ class ModelSpec:
             raise ValueError(f"task must be 'classification', 'regression' or None, not {self.task!r}")
 
 
+@dataclass(frozen=True)
+class _Series:
+    """A metric attribute set and its precomputed key."""
+
+    attributes: dict[str, AttributeValue]
+    key: frozenset[tuple[str, AttributeValue]]
+
+    @classmethod
+    def of(cls, attributes: dict[str, AttributeValue]) -> _Series:
+        return cls(attributes, frozenset(attributes.items()))
+
+
 @dataclass
 class _Operation:
     """Per-operation constants, built once per provider generation."""
@@ -69,8 +81,8 @@ class _Operation:
     metric_attributes: dict[str, AttributeValue]
     metric_key: frozenset[tuple[str, AttributeValue]]
     kind: str
-    error_attributes: dict[str, dict[str, AttributeValue]] = field(default_factory=dict)
-    class_attributes: dict[object, dict[str, AttributeValue]] = field(default_factory=dict)
+    error_attributes: dict[str, _Series] = field(default_factory=dict)
+    class_attributes: dict[object, _Series] = field(default_factory=dict)
 
 
 @dataclass
@@ -116,27 +128,23 @@ class Recorder:
 
     # -- binding -------------------------------------------------------------------------------------------
     def _bind(self, rt: runtime.Runtime) -> None:
-        meter = rt.meter
+        agg = rt.aggregator
         self._tracer = rt.tracer
-        self._duration = meter.create_histogram(
+        self._duration = agg.histogram(
             semconv.PREDICTION_DURATION,
-            unit=semconv.PREDICTION_DURATION_UNIT,
-            description="Duration of model predict calls",
-            explicit_bucket_boundaries_advisory=list(semconv.DURATION_BUCKETS),
+            semconv.PREDICTION_DURATION_UNIT,
+            "Duration of model predict calls",
+            semconv.DURATION_BUCKETS,
         )
-        self._count = meter.create_counter(
-            semconv.PREDICTION_COUNT, unit=semconv.PREDICTION_COUNT_UNIT, description="Rows predicted"
-        )
-        self._classes = meter.create_counter(
-            semconv.PREDICTION_CLASS, unit=semconv.PREDICTION_CLASS_UNIT, description="Rows per predicted class"
-        )
-        self._confidence = rt.aggregator.histogram(
+        self._count = agg.counter(semconv.PREDICTION_COUNT, semconv.PREDICTION_COUNT_UNIT, "Rows predicted")
+        self._classes = agg.counter(semconv.PREDICTION_CLASS, semconv.PREDICTION_CLASS_UNIT, "Rows per predicted class")
+        self._confidence = agg.histogram(
             semconv.PREDICTION_CONFIDENCE,
             semconv.PREDICTION_CONFIDENCE_UNIT,
             "Per-row confidence (top-class probability)",
             semconv.UNIT_INTERVAL_BUCKETS,
         )
-        self._values = rt.aggregator.histogram(
+        self._values = agg.histogram(
             semconv.PREDICTION_VALUE, semconv.PREDICTION_VALUE_UNIT, "Per-row regression outputs", semconv.VALUE_BUCKETS
         )
         self._ops = {}
@@ -174,7 +182,8 @@ class Recorder:
     def start(self, operation: str, x: object) -> Call | None:
         """Open the span for one call with model input ``x``; ``None`` when suppressed or on an internal error."""
         try:
-            if context.get_value(_SUPPRESS_KEYS[0]) or context.get_value(_SUPPRESS_KEYS[1]):
+            current = context.get_current()
+            if current.get(_SUPPRESS_KEYS[0]) or current.get(_SUPPRESS_KEYS[1]):
                 return None
             rt = runtime.get()
             if self._generation != rt.generation:
@@ -213,19 +222,25 @@ class Recorder:
         analysis = self._analyze(op, result, classes)
         span_attrs: dict[str, AttributeValue] = {semconv.ML_PREDICTION_ID: self._prediction_id(span)}
         ctx = span.get_span_context()
+        attrs, key = op.metric_attributes, op.metric_key
         conf = analysis.confidence
-        if conf is not None and conf.size:
-            span_attrs[semconv.ML_PREDICTION_CONFIDENCE_MEAN] = float(conf.mean())
+        if conf is not None and conf.size == 1:
+            c = float(conf[0])
+            span_attrs[semconv.ML_PREDICTION_CONFIDENCE_MEAN] = span_attrs[semconv.ML_PREDICTION_CONFIDENCE_MIN] = c
+            self._confidence.record_one(c, attrs, key, ctx)
+        elif conf is not None and conf.size:
+            span_attrs[semconv.ML_PREDICTION_CONFIDENCE_MEAN] = float(conf.sum()) / conf.size
             span_attrs[semconv.ML_PREDICTION_CONFIDENCE_MIN] = float(conf.min())
-            self._confidence.record(conf, op.metric_attributes, op.metric_key, ctx)
+            self._confidence.record(conf, attrs, key, ctx)
         if analysis.values is not None and analysis.values.size:
-            self._values.record(analysis.values, op.metric_attributes, op.metric_key, ctx)
+            self._values.record(analysis.values, attrs, key, ctx)
         if analysis.class_counts:
             for label, n in analysis.class_counts:
-                self._classes.add(n, self._class_attributes(op, label))
+                series = self._class_series(op, label)
+                self._classes.add(n, series.attributes, series.key)
         span.set_attributes(span_attrs)
-        self._duration.record(elapsed, op.metric_attributes)
-        self._count.add(call.batch, op.metric_attributes)
+        self._duration.record_one(elapsed, attrs, key, ctx)
+        self._count.add(call.batch, attrs, key)
         self._close(call)
 
     def _fail(self, call: Call, exc: BaseException, elapsed: float) -> None:
@@ -235,12 +250,12 @@ class Recorder:
         span.set_attributes({semconv.ML_PREDICTION_ID: self._prediction_id(span), semconv.ERROR_TYPE: etype})
         span.add_event(semconv.EXCEPTION_EVENT, {semconv.EXCEPTION_TYPE: etype, semconv.EXCEPTION_MESSAGE: message})
         span.set_status(Status(StatusCode.ERROR, etype))
-        attrs = op.error_attributes.get(etype)
-        if attrs is None:
-            attrs = {**op.metric_attributes, semconv.ERROR_TYPE: etype}
+        series = op.error_attributes.get(etype)
+        if series is None:
+            series = _Series.of({**op.metric_attributes, semconv.ERROR_TYPE: etype})
             if len(op.error_attributes) < 64:
-                op.error_attributes[etype] = attrs
-        self._duration.record(elapsed, attrs)
+                op.error_attributes[etype] = series
+        self._duration.record_one(elapsed, series.attributes, series.key, span.get_span_context())
         self._close(call)
 
     def _close(self, call: Call) -> None:
@@ -265,17 +280,17 @@ class Recorder:
         _last_prediction_id.set(pid)
         return pid
 
-    def _class_attributes(self, op: _Operation, label: object) -> dict[str, AttributeValue]:
-        attrs = op.class_attributes.get(label)
-        if attrs is not None:
-            return attrs
+    def _class_series(self, op: _Operation, label: object) -> _Series:
+        series = op.class_attributes.get(label)
+        if series is not None:
+            return series
         with self._lock:
             if label not in self._labels and len(self._labels) >= config.settings.max_class_labels:
                 value = semconv.CLASS_OVERFLOW
             else:
                 self._labels.add(label)
                 value = attributes.text(label, 64)
-        attrs = {**op.metric_attributes, semconv.ML_PREDICTION_CLASS: value}
+        series = _Series.of({**op.metric_attributes, semconv.ML_PREDICTION_CLASS: value})
         if value != semconv.CLASS_OVERFLOW:
-            op.class_attributes[label] = attrs
-        return attrs
+            op.class_attributes[label] = series
+        return series

@@ -7,20 +7,22 @@ integer comparison per call. Without ``configure`` the OpenTelemetry globals are
 
 from __future__ import annotations
 
+import collections
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 from opentelemetry import metrics, trace
-from opentelemetry.metrics import Counter, Meter, MeterProvider
+from opentelemetry.metrics import CallbackOptions, Meter, MeterProvider, Observation
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Tracer, TracerProvider
 from opentelemetry.util.types import AttributeValue
 
 from otel_ml import config, semconv
 from otel_ml._core import guard
-from otel_ml._core.aggregation import Aggregator, VectorHistogram, record_each
+from otel_ml._core.aggregation import Aggregator, VectorCounter, VectorHistogram
 from otel_ml._core.worker import Worker
 from otel_ml.version import __version__
 
@@ -34,7 +36,9 @@ class Runtime:
         self._tracer_provider: TracerProvider | None = None
         self._meter_provider: MeterProvider | None = None
         self.aggregator = Aggregator(InstrumentationScope(semconv.SCOPE_NAME, __version__))
-        self.aggregator.fallback = self._record_fallback
+        self.aggregator.fallback = _SdkFallback(self)
+        self._drops: collections.Counter[str] = collections.Counter()
+        self._drops_lock = threading.Lock()
         self.worker = Worker(config.settings.queue_size, self._count_drop)
         self._bind()
 
@@ -51,50 +55,97 @@ class Runtime:
         mp = self._meter_provider or metrics.get_meter_provider()
         self.tracer: Tracer = tp.get_tracer(semconv.SCOPE_NAME, __version__)
         self.meter: Meter = mp.get_meter(semconv.SCOPE_NAME, __version__)
-        self._errors: Counter = self.meter.create_counter(
-            semconv.INTERNAL_ERRORS, unit=semconv.INTERNAL_ERRORS_UNIT, description="otel-ml internal errors"
-        )
-        self._dropped: Counter = self.meter.create_counter(
+        # Observable self-metrics: no SDK call on the hot path, and a data point at every collection (with
+        # zeros from the start), which also guarantees each collection reaches the merging exporter.
+        self.meter.create_observable_counter(
             semconv.TELEMETRY_DROPPED,
+            callbacks=[self._observe_drops],
             unit=semconv.TELEMETRY_DROPPED_UNIT,
-            description="telemetry items otel-ml dropped, by reason",
+            description="Telemetry items otel-ml dropped, by reason",
         )
-        self._fallback_instruments: dict[str, object] = {}
-        guard.set_error_counter(self._count_error)
+        self.meter.create_observable_counter(
+            semconv.INTERNAL_ERRORS,
+            callbacks=[self._observe_errors],
+            unit=semconv.INTERNAL_ERRORS_UNIT,
+            description="otel-ml internal errors, by stage",
+        )
         self.generation += 1
 
     # -- self-metrics --------------------------------------------------------------------------------------
-    def _count_error(self, stage: str) -> None:
-        self._errors.add(1, {semconv.OTEL_ML_STAGE: stage})
-
     def _count_drop(self, reason: str, n: int) -> None:
-        try:
-            self._dropped.add(n, {semconv.OTEL_ML_REASON: reason})
-        except Exception as exc:
-            guard.internal_error("self_metrics", exc)
+        with self._drops_lock:
+            self._drops[reason] += n
 
     def count_drop(self, reason: str, n: int = 1) -> None:
         """Count ``n`` telemetry items dropped for ``reason``."""
         self._count_drop(reason, n)
 
-    # -- fallback for vectorised histograms when nothing merges them ---------------------------------------
-    def _record_fallback(self, hist: VectorHistogram, values: np.ndarray, attributes: Mapping[str, AttributeValue]) -> None:
-        instrument = self._fallback_instruments.get(hist.name)
-        if instrument is None:
-            instrument = self.meter.create_histogram(
-                hist.name,
-                unit=hist.unit,
-                description=hist.description,
-                explicit_bucket_boundaries_advisory=list(hist.bounds.tolist()),
-            )
-            self._fallback_instruments[hist.name] = instrument
-        attrs = dict(attributes)
-        self.worker.submit(lambda: record_each(instrument, values, attrs))
+    def drops(self) -> dict[str, int]:
+        """Telemetry items dropped so far in this process, by reason."""
+        with self._drops_lock:
+            return dict(self._drops)
+
+    def _observe_drops(self, options: CallbackOptions) -> Iterable[Observation]:
+        counts = {semconv.DROP_QUEUE_FULL: 0, semconv.DROP_SHUTDOWN: 0, **self.drops()}
+        return [Observation(n, {semconv.OTEL_ML_REASON: reason}) for reason, n in counts.items()]
+
+    def _observe_errors(self, options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(n, {semconv.OTEL_ML_STAGE: stage}) for stage, n in guard.error_counts().items()]
 
     def after_fork_in_child(self) -> None:
         """A forked child starts with empty otel-ml state: the parent's counts are the parent's to export."""
         self.aggregator.clear()
         self.worker._after_fork()
+        self._drops.clear()
+        self._drops_lock = threading.Lock()
+
+
+class _SdkFallback:
+    """Real SDK instruments for when no exporter merges otel-ml's aggregation (the app owns the readers)."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+        self._generation = -1
+        self._instruments: dict[str, Any] = {}
+
+    def _instrument(self, name: str, create: Callable[[Meter], Any]) -> Any:
+        if self._generation != self._rt.generation:
+            self._instruments = {}
+            self._generation = self._rt.generation
+        inst = self._instruments.get(name)
+        if inst is None:
+            inst = self._instruments[name] = create(self._rt.meter)
+        return inst
+
+    def _histogram(self, hist: VectorHistogram) -> Any:
+        return self._instrument(
+            hist.name,
+            lambda m: m.create_histogram(
+                hist.name, unit=hist.unit, description=hist.description,
+                explicit_bucket_boundaries_advisory=hist.bounds_list,
+            ),
+        )
+
+    def histogram_values(self, hist: VectorHistogram, values: np.ndarray, attributes: Mapping[str, AttributeValue]) -> None:
+        """Arrays go value by value on the worker (the SDK has no batch record)."""
+        record = self._histogram(hist).record
+        attrs = dict(attributes)
+
+        def task() -> None:
+            for v in values.tolist():
+                record(v, attrs)
+
+        self._rt.worker.submit(task)
+
+    def histogram_value(self, hist: VectorHistogram, value: float, attributes: Mapping[str, AttributeValue]) -> None:
+        """Single values inline, so the SDK's trace-based exemplar filter sees the active span."""
+        self._histogram(hist).record(value, attributes)
+
+    def counter_add(self, counter: VectorCounter, amount: int, attributes: Mapping[str, AttributeValue]) -> None:
+        inst = self._instrument(
+            counter.name, lambda m: m.create_counter(counter.name, unit=counter.unit, description=counter.description)
+        )
+        inst.add(amount, attributes)
 
 
 _runtime: Runtime | None = None

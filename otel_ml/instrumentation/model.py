@@ -9,6 +9,7 @@ process without otel-ml. Objects whose class cannot be switched (C extension typ
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -39,21 +40,31 @@ def framework_of(model: object) -> str:
     return semconv.FRAMEWORK_CUSTOM
 
 
+_active: contextvars.ContextVar[object] = contextvars.ContextVar("otel_ml_active_model", default=None)
+
+
 def _method_wrapper(recorder: Recorder, operation: str) -> Callable[..., Any]:
-    """The wrapt wrapper for one method: call the original once, record around it."""
+    """The wrapt wrapper for one method: call the original once, record around it.
+
+    A model calling its own instrumented methods (``predict`` → ``decision_function``) is one call: the
+    inner one passes straight through.
+    """
     settings = config
 
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if settings.settings.disabled or getattr(instance, "training", False) is True:
+        if settings.settings.disabled or _active.get() is instance or getattr(instance, "training", False) is True:
             return wrapped(*args, **kwargs)
         call = recorder.start(operation, args[0] if args else next(iter(kwargs.values()), None))
         if call is None:
             return wrapped(*args, **kwargs)
+        token = _active.set(instance)
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
+            _active.reset(token)
             recorder.fail(call, exc)
             raise
+        _active.reset(token)
         recorder.finish(call, result, getattr(instance, "classes_", None))
         return result
 
@@ -114,12 +125,10 @@ class _ModelProxy(wrapt.ObjectProxy):  # type: ignore[misc]
 
 def _methods_of(model: object, wanted: Sequence[str] | None) -> list[str]:
     names = list(wanted) if wanted is not None else [*METHODS, "__call__"]
-    cls = type(model)
+    mro = type(model).__mro__
     found = []
     for name in names:
-        try:
-            inspect.getattr_static(cls, name)
-        except AttributeError:
+        if not any(name in vars(klass) for klass in mro):
             continue
         if name == "__call__" and any(m in found for m in METHODS) and wanted is None:
             continue  # a model with predict methods: its __call__ (if any) is not the predict path

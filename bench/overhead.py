@@ -1,0 +1,143 @@
+"""Overhead of otel-ml's decorator vs a bare predict and a minimal hand-written OpenTelemetry wrapper.
+
+Run: ``python -m bench.overhead`` (``--quick`` for a short run). Everything is measured side by side in one
+process, interleaved round by round, against the same SDK providers (BatchSpanProcessor and a periodic
+metric reader whose exporters discard), and printed as per-call medians and ratios:
+
+(a) bare ``LogisticRegression.predict_proba`` over 20 features
+(b) hand-written wrapper: one span + one ``Histogram.record`` + one ``Counter.add``
+(c) ``@otel_ml.instrument``: span with model attributes and prediction id, duration + count, per-row
+    confidence histogram (vectorised), predicted-class counts
+(d) ``@otel_ml.instrument`` with ``OTEL_ML_DISABLED=true``
+
+Targets (issue #2): (c)-(a) <= 1.5 x (b)-(a) for one row and <= 2 x for 1,000 rows; (d)-(a) < 1 µs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from sklearn.datasets import make_classification
+from sklearn.linear_model import LogisticRegression
+
+import otel_ml
+from otel_ml import config
+
+
+class NullSpanExporter(SpanExporter):
+    """Accepts and discards spans (the export path still runs on the BatchSpanProcessor thread)."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return SpanExportResult.SUCCESS
+
+
+class NullMetricExporter(MetricExporter):
+    """Accepts and discards metrics."""
+
+    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        return None
+
+
+def hand_written(model: LogisticRegression) -> Callable[[np.ndarray], np.ndarray]:
+    """The minimal OpenTelemetry wrapper a user would write by hand."""
+    tracer = trace.get_tracer("bench")
+    meter = metrics.get_meter("bench")
+    hist = meter.create_histogram("bench.duration", unit="s")
+    counter = meter.create_counter("bench.count")
+    attrs = {"model": "bench"}
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        with tracer.start_as_current_span("predict bench"):
+            t0 = time.perf_counter()
+            out = model.predict_proba(x)
+            hist.record(time.perf_counter() - t0, attrs)
+            counter.add(len(x), attrs)
+        return out
+
+    return predict
+
+
+def per_call_us(fn: Callable[[np.ndarray], Any], x: np.ndarray, calls: int) -> float:
+    t0 = time.perf_counter_ns()
+    for _ in range(calls):
+        fn(x)
+    return (time.perf_counter_ns() - t0) / calls / 1000.0
+
+
+def measure(variants: dict[str, Callable[[np.ndarray], Any]], x: np.ndarray, calls: int, rounds: int) -> dict[str, float]:
+    """Median per-call µs of each variant over interleaved rounds."""
+    samples: dict[str, list[float]] = {k: [] for k in variants}
+    for name, fn in variants.items():  # warm-up
+        if name == "disabled":
+            config.reload({"OTEL_ML_DISABLED": "true"})
+        per_call_us(fn, x, max(1, calls // 4))
+        config.reload({})
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            if name == "disabled":
+                config.reload({"OTEL_ML_DISABLED": "true"})
+            samples[name].append(per_call_us(fn, x, calls))
+            config.reload({})
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def report(title: str, med: dict[str, float], target: float) -> bool:
+    bare = med["bare"]
+    hand = med["hand-written"] - bare
+    ours = med["otel_ml"] - bare
+    off = med["disabled"] - bare
+    print(f"\n{title}")
+    for name, value in med.items():
+        print(f"  {name:<13} {value:10.2f} µs/call   (+{value - bare:8.2f} µs over bare)")
+    ratio = ours / hand if hand > 0 else float("inf")
+    ok_ratio = ratio <= target
+    ok_off = off < 1.0
+    print(f"  ratio (c-a)/(b-a) = {ratio:.2f}  target <= {target}  {'OK' if ok_ratio else 'MISSED'}")
+    print(f"  disabled overhead (d-a) = {off:.3f} µs  target < 1 µs  {'OK' if ok_off else 'MISSED'}")
+    return ok_ratio and ok_off
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds (smoke run)")
+    args = parser.parse_args(argv)
+    rounds = 5 if args.quick else 21
+
+    otel_ml.configure(
+        service_name="otel-ml-bench",
+        span_exporter=NullSpanExporter(),
+        metric_exporter=NullMetricExporter(),
+        metric_export_interval_ms=1000,
+    )
+    x_train, y_train = make_classification(n_samples=5000, n_features=20, n_informative=10, random_state=0)
+    model = LogisticRegression(max_iter=1000).fit(x_train, y_train)
+    ours = otel_ml.instrument(name="bench", version="1", operation="predict_proba")(model.predict_proba)
+    variants = {"bare": model.predict_proba, "hand-written": hand_written(model), "otel_ml": ours, "disabled": ours}
+
+    print(f"otel-ml overhead benchmark: LogisticRegression, 20 features, {rounds} interleaved rounds")
+    single = measure(variants, x_train[:1], calls=1000 if args.quick else 2000, rounds=rounds)
+    batch = measure(variants, x_train[:1000], calls=100 if args.quick else 300, rounds=rounds)
+    ok = report("single row (1 x 20)", single, 1.5)
+    ok = report("batch (1,000 x 20)", batch, 2.0) and ok
+    otel_ml.shutdown(timeout=5)
+    print("\nall targets met" if ok else "\nsome targets missed")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,37 @@
+"""Test-suite wide settings: otel-ml runs strict (internal errors raise) unless a test says otherwise."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OTEL_ML_STRICT", "1")
+
+from collections.abc import Iterator  # noqa: E402
+
+import pytest  # noqa: E402
+
+from otel_ml import config  # noqa: E402
+from otel_ml._core import guard  # noqa: E402
+from otel_ml.testing import InMemoryTelemetry  # noqa: E402
+
+config.reload()
+
+
+@pytest.fixture
+def tel() -> Iterator[InMemoryTelemetry]:
+    """Fresh in-memory providers wired into otel-ml for one test."""
+    guard.log.reset()
+    telemetry = InMemoryTelemetry()
+    try:
+        yield telemetry
+    finally:
+        telemetry.close()
+        config.reload()
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+    """Set OTEL_ML_* variables for one test and re-read them; restored afterwards."""
+    yield monkeypatch
+    monkeypatch.undo()
+    config.reload()
