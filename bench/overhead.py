@@ -79,7 +79,9 @@ def per_call_us(fn: Callable[[np.ndarray], Any], x: np.ndarray, calls: int) -> f
     return (time.perf_counter_ns() - t0) / calls / 1000.0
 
 
-def measure(variants: dict[str, Callable[[np.ndarray], Any]], x: np.ndarray, calls: int, rounds: int) -> dict[str, float]:
+def measure(
+    variants: dict[str, Callable[[np.ndarray], Any]], x: np.ndarray, calls: int, rounds: int
+) -> dict[str, float]:
     """Median per-call µs of each variant over interleaved rounds."""
     samples: dict[str, list[float]] = {k: [] for k in variants}
     for name, fn in variants.items():  # warm-up

@@ -66,13 +66,28 @@ DROP_SHUTDOWN = "already_shutdown"
 # --- bucket boundaries ----------------------------------------------------------------------------------
 # Model latency: 100 µs (tiny linear models) to 10 s (large batches / deep models), roughly 1-2.5-5 steps.
 DURATION_BUCKETS: tuple[float, ...] = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
 )
 # Probabilities: uniform buckets 0.05 apart over [0, 1] (upper bounds 0.05 … 1.0).
 UNIT_INTERVAL_BUCKETS: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 21))
 # Regression outputs of unknown scale: symmetric 1-2.5-5 steps from 1e-3 to 1e6, and 0.
-_POSITIVE = tuple(m * 10.0**e for e in range(-3, 6) for m in (1.0, 2.5, 5.0)) + (1e6,)
-VALUE_BUCKETS: tuple[float, ...] = tuple(-v for v in reversed(_POSITIVE)) + (0.0,) + _POSITIVE
+_POSITIVE = (*(m * 10.0**e for e in range(-3, 6) for m in (1.0, 2.5, 5.0)), 1e6)
+VALUE_BUCKETS: tuple[float, ...] = (*(-v for v in reversed(_POSITIVE)), 0.0, *_POSITIVE)
 
 
 def span_name(operation: str, model: str) -> str:

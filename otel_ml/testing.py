@@ -1,9 +1,9 @@
 """In-memory telemetry for tests: fresh SDK providers wired into otel-ml without touching the globals.
 
-    with InMemoryTelemetry() as tel:
-        predict(X)
-        tel.spans()                      # finished spans
-        tel.points("ml.prediction.count")  # data points of one metric, otel-ml histograms merged in
+with InMemoryTelemetry() as tel:
+    predict(X)
+    tel.spans()                      # finished spans
+    tel.points("ml.prediction.count")  # data points of one metric, otel-ml histograms merged in
 """
 
 from __future__ import annotations
@@ -11,32 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Metric, MetricsData
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, Metric
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from otel_ml._core import runtime
-from otel_ml._core.aggregation import Aggregator
-
-
-class MergingInMemoryMetricReader(InMemoryMetricReader):
-    """An ``InMemoryMetricReader`` whose collections include otel-ml's vectorised histograms."""
-
-    def __init__(self, aggregator: Aggregator, resource: Resource, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._aggregator = aggregator
-        self._resource = resource
-        aggregator.attach()
-
-    def _receive_metrics(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> None:
-        merged = self._aggregator.merge(metrics_data, self._resource)
-        super()._receive_metrics(merged, timeout_millis=timeout_millis, **kwargs)
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        self._aggregator.detach()
-        super().shutdown(timeout_millis=timeout_millis, **kwargs)
+from otel_ml.summary import SummaryReader
 
 
 class InMemoryTelemetry:
@@ -49,10 +31,10 @@ class InMemoryTelemetry:
         self.exporter = InMemorySpanExporter()
         self.tracer_provider = TracerProvider(resource=self.resource, shutdown_on_exit=False)
         self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.exporter))
-        self.reader: InMemoryMetricReader = (
-            MergingInMemoryMetricReader(rt.aggregator, self.resource) if merge else InMemoryMetricReader()
+        self.reader: InMemoryMetricReader = SummaryReader(self.resource) if merge else InMemoryMetricReader()
+        self.meter_provider = MeterProvider(
+            resource=self.resource, metric_readers=[self.reader], shutdown_on_exit=False
         )
-        self.meter_provider = MeterProvider(resource=self.resource, metric_readers=[self.reader], shutdown_on_exit=False)
         rt.worker.reopen()
         rt.use(self.tracer_provider, self.meter_provider)
 

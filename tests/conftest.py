@@ -6,13 +6,13 @@ import os
 
 os.environ.setdefault("OTEL_ML_STRICT", "1")
 
-from collections.abc import Iterator  # noqa: E402
+from collections.abc import Iterator
 
-import pytest  # noqa: E402
+import pytest
 
-from otel_ml import config  # noqa: E402
-from otel_ml._core import guard  # noqa: E402
-from otel_ml.testing import InMemoryTelemetry  # noqa: E402
+from otel_ml import config
+from otel_ml._core import guard
+from otel_ml.testing import InMemoryTelemetry
 
 config.reload()
 

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from opentelemetry.sdk.metrics import Exemplar
@@ -62,8 +62,20 @@ class FallbackSink(Protocol):
 class _HistogramSeries:
     """Cumulative state of one histogram series, with one exemplar slot per bucket."""
 
-    __slots__ = ("attributes", "counts", "ex_span", "ex_time", "ex_trace_hi", "ex_trace_lo", "ex_value", "high",
-                 "low", "n", "start_ns", "total")
+    __slots__ = (
+        "attributes",
+        "counts",
+        "ex_span",
+        "ex_time",
+        "ex_trace_hi",
+        "ex_trace_lo",
+        "ex_value",
+        "high",
+        "low",
+        "n",
+        "start_ns",
+        "total",
+    )
 
     def __init__(self, attributes: Attributes, buckets: int) -> None:
         self.attributes = dict(attributes)
@@ -222,8 +234,9 @@ class VectorCounter:
     def snapshot(self, now_ns: int) -> Metric | None:
         with self._lock:
             points = [
-                NumberDataPoint(attributes=s.attributes, start_time_unix_nano=s.start_ns, time_unix_nano=now_ns,
-                                value=s.value)
+                NumberDataPoint(
+                    attributes=s.attributes, start_time_unix_nano=s.start_ns, time_unix_nano=now_ns, value=s.value
+                )
                 for s in self._series.values()
             ]
         if not points:
@@ -314,12 +327,12 @@ class DeltaState:
     """Turns otel-ml's cumulative points into delta points for an exporter that prefers delta."""
 
     def __init__(self) -> None:
-        self._last: dict[tuple[str, AttributesKey], HistogramDataPoint | NumberDataPoint] = {}
+        self._last: dict[tuple[str, AttributesKey], Any] = {}
 
     def apply(self, metrics: list[Metric]) -> list[Metric]:
         out = []
         for m in metrics:
-            points: list[HistogramDataPoint | NumberDataPoint] = []
+            points: list[Any] = []
             for p in m.data.data_points:
                 key = (m.name, frozenset((p.attributes or {}).items()))
                 prev = self._last.get(key)
@@ -329,12 +342,19 @@ class DeltaState:
                 elif isinstance(p, HistogramDataPoint) and isinstance(prev, HistogramDataPoint):
                     if p.count != prev.count:
                         counts = [a - b for a, b in zip(p.bucket_counts, prev.bucket_counts, strict=True)]
-                        points.append(replace(p, start_time_unix_nano=prev.time_unix_nano, count=p.count - prev.count,
-                                              sum=p.sum - prev.sum, bucket_counts=counts))
+                        points.append(
+                            replace(
+                                p,
+                                start_time_unix_nano=prev.time_unix_nano,
+                                count=p.count - prev.count,
+                                sum=p.sum - prev.sum,
+                                bucket_counts=counts,
+                            )
+                        )
                 elif isinstance(p, NumberDataPoint) and isinstance(prev, NumberDataPoint) and p.value != prev.value:
                     points.append(replace(p, start_time_unix_nano=prev.time_unix_nano, value=p.value - prev.value))
             if points:
-                data = replace(m.data, data_points=points, aggregation_temporality=AggregationTemporality.DELTA)
+                data = replace(m.data, data_points=points, aggregation_temporality=AggregationTemporality.DELTA)  # type: ignore[arg-type]
                 out.append(replace(m, data=data))
         return out
 

@@ -53,7 +53,7 @@ def value(raw: Any) -> AttributeValue | None:
         kept = [v for v in items if v is not None]
         if not kept or len({type(v) for v in kept}) != 1:
             return None
-        return kept  # type: ignore[return-value]
+        return kept
     return scalar(raw)
 
 

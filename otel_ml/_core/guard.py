@@ -1,8 +1,8 @@
 """The safety net around every otel-ml code path that runs inside a user's call.
 
-An internal error is counted (exported as ``otel_ml.internal.errors{otel_ml.stage}`` by the runtime), logged at most once per stage per
-``OTEL_ML_LOG_INTERVAL`` seconds, and swallowed, so the user's result or exception passes through untouched.
-``OTEL_ML_STRICT=1`` re-raises instead (our test-suite runs strict).
+An internal error is counted (exported as ``otel_ml.internal.errors{otel_ml.stage}`` by the runtime),
+logged at most once per stage per ``OTEL_ML_LOG_INTERVAL`` seconds, and swallowed, so the user's result or
+exception passes through untouched. ``OTEL_ML_STRICT=1`` re-raises instead (our test-suite runs strict).
 """
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ def analyze(out: object, kind: str, classes: Sequence[object] | None, task: str 
     if probs is None or probs.shape[0] == 0:
         return EMPTY
     k = probs.shape[1]
-    names = classes if classes is not None and len(classes) == k else range(k)
+    names: Sequence[object] = classes if classes is not None and len(classes) == k else range(k)
     if probs.shape[0] == 1:  # the single-row fast path: scalars, no temporaries
         row = probs[0]
         i = int(row.argmax())
@@ -120,7 +120,7 @@ def analyze(out: object, kind: str, classes: Sequence[object] | None, task: str 
     if not finite.all():
         confidence, top = confidence[finite], top[finite]
     counts = np.bincount(top, minlength=k)
-    class_counts = [(names[i], int(counts[i])) for i in np.flatnonzero(counts)]
+    class_counts = [(names[int(i)], int(counts[i])) for i in np.flatnonzero(counts)]
     return Analysis(confidence=confidence, class_counts=class_counts)
 
 
@@ -146,10 +146,8 @@ def _probabilities(arr: np.ndarray, kind: str) -> np.ndarray | None:
         kind = PROBA
     if arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1):
         flat = arr.reshape(-1)
-        if kind == PROBA:  # probability of the positive class
-            p1 = flat
-        else:  # a binary decision score: sigmoid
-            p1 = 0.5 * (1.0 + np.tanh(0.5 * flat))
+        # one column: the positive class's probability, or a binary decision score (sigmoid)
+        p1 = flat if kind == PROBA else 0.5 * (1.0 + np.tanh(0.5 * flat))
         return np.stack([1.0 - p1, p1], axis=1)
     if arr.ndim != 2 or arr.shape[1] == 0:
         return None

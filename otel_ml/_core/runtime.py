@@ -121,12 +121,16 @@ class _SdkFallback:
         return self._instrument(
             hist.name,
             lambda m: m.create_histogram(
-                hist.name, unit=hist.unit, description=hist.description,
+                hist.name,
+                unit=hist.unit,
+                description=hist.description,
                 explicit_bucket_boundaries_advisory=hist.bounds_list,
             ),
         )
 
-    def histogram_values(self, hist: VectorHistogram, values: np.ndarray, attributes: Mapping[str, AttributeValue]) -> None:
+    def histogram_values(
+        self, hist: VectorHistogram, values: np.ndarray, attributes: Mapping[str, AttributeValue]
+    ) -> None:
         """Arrays go value by value on the worker (the SDK has no batch record)."""
         record = self._histogram(hist).record
         attrs = dict(attributes)

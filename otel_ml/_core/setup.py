@@ -60,8 +60,10 @@ _atexit_registered = False
 
 
 def _protocol(signal: str, explicit: str | None) -> str:
-    value = explicit or os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"
+    value = (
+        explicit
+        or os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
     )
     value = value.strip().lower()
     if value not in ("grpc", "http/protobuf"):
@@ -84,7 +86,9 @@ def _http_endpoint(endpoint: str | None, path: str) -> str | None:
     return endpoint.rstrip("/") + path
 
 
-def _span_exporter(endpoint: str | None, protocol: str | None, headers: Mapping[str, str] | None) -> SpanExporter | None:
+def _span_exporter(
+    endpoint: str | None, protocol: str | None, headers: Mapping[str, str] | None
+) -> SpanExporter | None:
     choice = _exporter_choice("TRACES")
     if choice == "none":
         return None
@@ -93,7 +97,9 @@ def _span_exporter(endpoint: str | None, protocol: str | None, headers: Mapping[
     if _protocol("TRACES", protocol) == "http/protobuf":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
 
-        return HttpSpanExporter(endpoint=_http_endpoint(endpoint, "/v1/traces"), headers=dict(headers) if headers else None)
+        return HttpSpanExporter(
+            endpoint=_http_endpoint(endpoint, "/v1/traces"), headers=dict(headers) if headers else None
+        )
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 
     return GrpcSpanExporter(endpoint=endpoint, headers=dict(headers) if headers else None)
@@ -110,7 +116,9 @@ def _metric_exporter(
     if _protocol("METRICS", protocol) == "http/protobuf":
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
 
-        return HttpMetricExporter(endpoint=_http_endpoint(endpoint, "/v1/metrics"), headers=dict(headers) if headers else None)
+        return HttpMetricExporter(
+            endpoint=_http_endpoint(endpoint, "/v1/metrics"), headers=dict(headers) if headers else None
+        )
     from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
 
     return GrpcMetricExporter(endpoint=endpoint, headers=dict(headers) if headers else None)

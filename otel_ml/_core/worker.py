@@ -8,6 +8,7 @@ empty in a forked child (the parent's pending work belongs to the parent).
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import threading
 import time
@@ -71,10 +72,8 @@ class Worker:
             try:
                 task()
             except Exception as exc:
-                try:
+                with contextlib.suppress(Exception):  # strict mode re-raises: counted; the worker keeps running
                     guard.internal_error("worker", exc)
-                except Exception:  # strict mode: already counted; the worker must keep running
-                    pass
             finally:
                 with self._cond:
                     self._busy -= 1

@@ -86,7 +86,7 @@ def instrument(
 
     def decorate(f: F) -> F:
         spec = ModelSpec(
-            name=name or getattr(f, "__name__", "model"),
+            name=name or str(getattr(f, "__name__", "model")),
             version=version,
             framework=framework,
             task=task,
@@ -142,4 +142,3 @@ def wrap_function(f: F, recorder: Recorder, operation: str | None = None, input_
         return result
 
     return wrapper  # type: ignore[return-value]
-

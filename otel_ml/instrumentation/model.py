@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextvars
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, SupportsIndex, TypeVar
 
 import wrapt
 from opentelemetry.util.types import AttributeValue
@@ -116,10 +116,10 @@ def _subclass(cls: type, recorder: Recorder, methods: Sequence[str]) -> type:
     return type(cls)(cls.__name__, (cls,), namespace)
 
 
-class _ModelProxy(wrapt.ObjectProxy):  # type: ignore[misc]
+class _ModelProxy(wrapt.ObjectProxy):
     """Fallback for objects whose class cannot be switched; pickles as the wrapped object."""
 
-    def __reduce_ex__(self, protocol: int) -> Any:
+    def __reduce_ex__(self, protocol: SupportsIndex) -> Any:
         return self.__wrapped__.__reduce_ex__(protocol)
 
 
@@ -176,9 +176,9 @@ def instrument_model(
         raise TypeError(f"{type(target).__name__} has none of the methods {methods or [*METHODS, '__call__']}")
     try:
         target.__class__ = _subclass(type(target), recorder, found)
-        return target  # type: ignore[no-any-return]
+        return target
     except TypeError:  # e.g. "__class__ assignment only supported for mutable types"
-        return _proxy_class(type(target), recorder, found)(target)  # type: ignore[no-any-return]
+        return _proxy_class(type(target), recorder, found)(target)
 
 
 def instrument_model_function(
@@ -194,7 +194,7 @@ def instrument_model_function(
 ) -> Any:
     """``instrument_model`` on a plain callable: the decorator's wrapper."""
     spec = ModelSpec(
-        name=name or getattr(fn, "__name__", "model"),
+        name=name or str(getattr(fn, "__name__", "model")),
         version=version,
         framework=framework or semconv.FRAMEWORK_CUSTOM,
         task=task,
@@ -226,7 +226,7 @@ def _proxy_class(cls: type, recorder: Recorder, methods: Sequence[str]) -> type:
 def uninstrument_model(model: M) -> M:
     """Undo :func:`instrument_model` (returns the plain model; a no-op for models never instrumented)."""
     if isinstance(model, _ModelProxy):
-        return model.__wrapped__  # type: ignore[no-any-return]
+        return model.__wrapped__
     original = type(model).__dict__.get(_ORIGINAL)
     if original is not None:
         _OBJECT_CLASS.__set__(model, original)

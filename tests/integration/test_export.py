@@ -35,8 +35,10 @@ def _run_app(service: str, endpoint: str, protocol: str) -> dict[str, Any]:
 
 def _check(receiver: Any, service: str, produced: dict[str, Any]) -> None:
     records = receiver.wait_for(
-        lambda recs: any(r.get("name") == semconv.PREDICTION_CONFIDENCE for r in recs)
-        and sum(1 for r in recs if r.get("kind") == "span") >= 22,
+        lambda recs: (
+            any(r.get("name") == semconv.PREDICTION_CONFIDENCE for r in recs)
+            and sum(1 for r in recs if r.get("kind") == "span") >= 22
+        ),
         timeout=20,
     )
     spans = [r for r in records if r["kind"] == "span"]

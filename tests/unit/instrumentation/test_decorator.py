@@ -74,7 +74,9 @@ def test_span_and_metrics_for_a_probability_batch(tel: InMemoryTelemetry) -> Non
     assert list(conf.bucket_counts) == _expected_buckets(top, semconv.UNIT_INTERVAL_BUCKETS)
     assert conf.exemplars and all(e.trace_id == ctx.trace_id for e in conf.exemplars)
 
-    classes = {p.attributes[semconv.ML_PREDICTION_CLASS]: p.value for p in tel.points(semconv.PREDICTION_CLASS, collected)}
+    classes = {
+        p.attributes[semconv.ML_PREDICTION_CLASS]: p.value for p in tel.points(semconv.PREDICTION_CLASS, collected)
+    }
     labels, counts = np.unique(proba.argmax(axis=1), return_counts=True)
     assert classes == {str(k): int(v) for k, v in zip(labels, counts, strict=True)}
 
