@@ -7,16 +7,22 @@ The whole public API::
     otel_ml.instrument_model(model, name=..., version=...)   # instrument one model object
     otel_ml.uninstrument_model(model)
     otel_ml.last_prediction_id()                   # ml.prediction.id of the latest call here
+    otel_ml.Reference.from_data(X_train) / .save(path) / .load(path)   # what drift is measured against
     otel_ml.force_flush(timeout=...) / otel_ml.shutdown(timeout=...)
 """
 
+from otel_ml._core.monitor import DriftEvent, MonitorOptions
 from otel_ml._core.recorder import last_prediction_id
 from otel_ml._core.setup import configure, force_flush, shutdown
 from otel_ml.instrumentation.decorator import instrument
 from otel_ml.instrumentation.model import instrument_model, uninstrument_model
+from otel_ml.sketch.reference import Reference
 from otel_ml.version import __version__
 
 __all__ = [
+    "DriftEvent",
+    "MonitorOptions",
+    "Reference",
     "__version__",
     "configure",
     "force_flush",

@@ -32,6 +32,20 @@ OTEL_ML_SHUTDOWN_TIMEOUT = "OTEL_ML_SHUTDOWN_TIMEOUT"
 """Seconds the exit-time shutdown may take (default 5)."""
 OTEL_ML_LOG_INTERVAL = "OTEL_ML_LOG_INTERVAL"
 """Seconds between two log lines about the same internal problem (default 60)."""
+OTEL_ML_SKETCH_INPUTS = "OTEL_ML_SKETCH_INPUTS"
+"""``false`` turns input sketching (feature distributions, drift, data quality) off for every model."""
+OTEL_ML_DRIFT_WINDOW = "OTEL_ML_DRIFT_WINDOW"
+"""Rows in the sliding window drift is computed over (default 5000; 0 = time window only)."""
+OTEL_ML_DRIFT_INTERVAL = "OTEL_ML_DRIFT_INTERVAL"
+"""Seconds between two drift computations per model (default 1; also computed on ``force_flush``)."""
+OTEL_ML_WARMUP_ROWS = "OTEL_ML_WARMUP_ROWS"
+"""Rows that become the provisional reference when none is given (default 1000)."""
+OTEL_ML_MAX_FEATURES = "OTEL_ML_MAX_FEATURES"
+"""Features sketched per model (default 100); further columns are counted as dropped (``feature_limit``)."""
+OTEL_ML_CAPTURE_CATEGORIES = "OTEL_ML_CAPTURE_CATEGORIES"
+"""``true`` exports categorical feature values (reference top-K) as labels; by default they are ``top<k>``."""
+OTEL_ML_SKETCH_BUFFER_ROWS = "OTEL_ML_SKETCH_BUFFER_ROWS"
+"""Rows buffered on the caller's thread before a vectorised sketch update on the worker (default 256)."""
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -50,6 +64,13 @@ class Settings:
     queue_size: int = 1024
     shutdown_timeout: float = 5.0
     log_interval: float = 60.0
+    sketch_inputs: bool = True
+    drift_window: int = 5000
+    drift_interval: float = 1.0
+    warmup_rows: int = 1000
+    max_features: int = 100
+    capture_categories: bool = False
+    sketch_buffer_rows: int = 256
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -93,6 +114,13 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         queue_size=int(_number(env, OTEL_ML_QUEUE_SIZE, 1024, 1, int)),
         shutdown_timeout=float(_number(env, OTEL_ML_SHUTDOWN_TIMEOUT, 5.0, 0.0, float)),
         log_interval=float(_number(env, OTEL_ML_LOG_INTERVAL, 60.0, 0.0, float)),
+        sketch_inputs=_bool(env, OTEL_ML_SKETCH_INPUTS, True),
+        drift_window=int(_number(env, OTEL_ML_DRIFT_WINDOW, 5000, 0, int)),
+        drift_interval=float(_number(env, OTEL_ML_DRIFT_INTERVAL, 1.0, 0.0, float)),
+        warmup_rows=int(_number(env, OTEL_ML_WARMUP_ROWS, 1000, 1, int)),
+        max_features=int(_number(env, OTEL_ML_MAX_FEATURES, 100, 1, int)),
+        capture_categories=_bool(env, OTEL_ML_CAPTURE_CATEGORIES, False),
+        sketch_buffer_rows=int(_number(env, OTEL_ML_SKETCH_BUFFER_ROWS, 256, 1, int)),
     )
 
 

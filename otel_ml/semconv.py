@@ -22,6 +22,14 @@ ML_PREDICTION_CONFIDENCE_MIN = "ml.prediction.confidence.min"
 ML_PREDICTION_CLASS = "ml.prediction.class"
 ERROR_TYPE = "error.type"
 
+ML_FEATURE_NAME = "ml.feature.name"
+ML_FEATURE_CATEGORY = "ml.feature.category"
+ML_DRIFT_METHOD = "ml.drift.method"
+ML_DRIFT_SCORE = "ml.drift.score"
+ML_DRIFT_THRESHOLD = "ml.drift.threshold"
+ML_REFERENCE_ID = "ml.reference.id"
+ML_REFERENCE_SOURCE = "ml.reference.source"
+
 # otel-ml self-observability attributes
 OTEL_ML_STAGE = "otel_ml.stage"
 OTEL_ML_REASON = "reason"
@@ -32,6 +40,7 @@ EXCEPTION_EVENT = "exception"
 EXCEPTION_TYPE = "exception.type"
 EXCEPTION_MESSAGE = "exception.message"
 REDACTED = "<redacted>"
+DRIFT_EVENT = "ml.drift.detected"
 
 # --- metrics ------------------------------------------------------------------------------------------
 PREDICTION_DURATION = "ml.prediction.duration"
@@ -44,6 +53,19 @@ PREDICTION_CLASS = "ml.prediction.class"
 PREDICTION_CLASS_UNIT = "{prediction}"
 PREDICTION_VALUE = "ml.prediction.value"
 PREDICTION_VALUE_UNIT = "1"
+
+FEATURE_RANK = "ml.feature.rank"
+FEATURE_RANK_UNIT = "1"
+FEATURE_CATEGORY = "ml.feature.category"
+FEATURE_CATEGORY_UNIT = "{value}"
+FEATURE_DRIFT = "ml.feature.drift"
+MODEL_DRIFT = "ml.model.drift"
+DRIFT_UNIT = "1"
+FEATURE_MISSING = "ml.feature.missing"
+FEATURE_OUT_OF_RANGE = "ml.feature.out_of_range"
+FEATURE_UNSEEN_CATEGORY = "ml.feature.unseen_category"
+FEATURE_TYPE_MISMATCH = "ml.feature.type_mismatch"
+FEATURE_QUALITY_UNIT = "{value}"
 
 INTERNAL_ERRORS = "otel_ml.internal.errors"
 INTERNAL_ERRORS_UNIT = "{error}"
@@ -59,9 +81,17 @@ TASK_REGRESSION = "regression"
 CLASS_OVERFLOW = "__other__"
 MODEL_OVERFLOW = "__overflow__"
 
-# drop reasons for otel_ml.telemetry.dropped
+REFERENCE_TRAINING = "training"
+REFERENCE_WARMUP = "warmup"
+CATEGORY_OTHER = "__other__"
+CATEGORY_UNSEEN = "__unseen__"
+DRIFT_METHODS = ("psi", "ks", "js", "wasserstein", "chi2")
+
+# drop reasons for otel_ml.telemetry.dropped (input_* reasons come from otel_ml.sketch.columns.Skip)
 DROP_QUEUE_FULL = "queue_full"
 DROP_SHUTDOWN = "already_shutdown"
+DROP_FEATURE_LIMIT = "feature_limit"
+DROP_SHAPE_CHANGED = "input_shape_changed"
 
 # --- bucket boundaries ----------------------------------------------------------------------------------
 # Model latency: 100 µs (tiny linear models) to 10 s (large batches / deep models), roughly 1-2.5-5 steps.

@@ -29,6 +29,7 @@ from opentelemetry.sdk.metrics import Exemplar
 from opentelemetry.sdk.metrics import Histogram as SdkHistogramInstrument
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
+    Gauge,
     Histogram,
     HistogramDataPoint,
     Metric,
@@ -57,6 +58,7 @@ class FallbackSink(Protocol):
     def histogram_values(self, hist: VectorHistogram, values: np.ndarray, attributes: Attributes) -> None: ...
     def histogram_value(self, hist: VectorHistogram, value: float, attributes: Attributes) -> None: ...
     def counter_add(self, counter: VectorCounter, amount: int, attributes: Attributes) -> None: ...
+    def gauge_set(self, gauge: VectorGauge, value: float, attributes: Attributes) -> None: ...
 
 
 class _HistogramSeries:
@@ -164,6 +166,26 @@ class VectorHistogram:
                 s.ex_trace_lo[i] = ctx.trace_id & _MASK64
                 s.ex_span[i] = ctx.span_id
 
+    def record_counts(
+        self, counts: np.ndarray, total: float, low: float, high: float, attributes: Attributes, key: AttributesKey
+    ) -> None:
+        """Add values already bucketed by the caller (``counts`` has one entry per bucket, +Inf included)."""
+        n = int(counts.sum())
+        if n == 0:
+            return
+        if not self._owner.merging:
+            if self._owner.fallback is not None:  # representative values: bucket upper bounds, value by value
+                reps = np.repeat(np.append(self.bounds, self.bounds[-1]), counts)
+                self._owner.fallback.histogram_values(self, reps, attributes)
+            return
+        with self._lock:
+            s = self._get(key, attributes)
+            s.counts += counts
+            s.total += total
+            s.n += n
+            s.low = low if low < s.low else s.low
+            s.high = high if high > s.high else s.high
+
     def snapshot(self, now_ns: int) -> Metric | None:
         """Every series as one cumulative SDK ``Metric`` (``None`` before the first value)."""
         with self._lock:
@@ -249,12 +271,49 @@ class VectorCounter:
             self._series.clear()
 
 
+class VectorGauge:
+    """A gauge keyed by precomputed attribute sets: the last value set per series."""
+
+    def __init__(self, owner: Aggregator, name: str, unit: str, description: str) -> None:
+        self.name = name
+        self.unit = unit
+        self.description = description
+        self._owner = owner
+        self._series: dict[AttributesKey, tuple[Attributes, float, int]] = {}
+        self._lock = threading.Lock()
+
+    def set(self, value: float, attributes: Attributes, key: AttributesKey) -> None:
+        if not self._owner.merging:
+            if self._owner.fallback is not None:
+                self._owner.fallback.gauge_set(self, value, attributes)
+            return
+        with self._lock:
+            self._series[key] = (dict(attributes), value, time.time_ns())
+
+    def snapshot(self, now_ns: int) -> Metric | None:
+        with self._lock:
+            points = [
+                NumberDataPoint(attributes=a, start_time_unix_nano=0, time_unix_nano=t, value=v)
+                for a, v, t in self._series.values()
+            ]
+        if not points:
+            return None
+        return Metric(name=self.name, description=self.description, unit=self.unit, data=Gauge(data_points=points))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._series.clear()
+
+
+Instrument = VectorHistogram | VectorCounter | VectorGauge
+
+
 class Aggregator:
     """All of otel-ml's aggregated instruments, and whether any exporter merges them."""
 
     def __init__(self, scope: InstrumentationScope) -> None:
         self.scope = scope
-        self._instruments: dict[str, VectorHistogram | VectorCounter] = {}
+        self._instruments: dict[str, Instrument] = {}
         self._lock = threading.Lock()
         self._sinks = 0
         self.merging = False
@@ -274,6 +333,14 @@ class Aggregator:
             inst = self._instruments.get(name)
             if not isinstance(inst, VectorCounter):
                 inst = self._instruments[name] = VectorCounter(self, name, unit, description)
+            return inst
+
+    def gauge(self, name: str, unit: str, description: str) -> VectorGauge:
+        """The gauge ``name`` (created on first use)."""
+        with self._lock:
+            inst = self._instruments.get(name)
+            if not isinstance(inst, VectorGauge):
+                inst = self._instruments[name] = VectorGauge(self, name, unit, description)
             return inst
 
     def attach(self) -> None:
@@ -332,6 +399,9 @@ class DeltaState:
     def apply(self, metrics: list[Metric]) -> list[Metric]:
         out = []
         for m in metrics:
+            if isinstance(m.data, Gauge):  # gauges have no temporality
+                out.append(m)
+                continue
             points: list[Any] = []
             for p in m.data.data_points:
                 key = (m.name, frozenset((p.attributes or {}).items()))

@@ -22,6 +22,7 @@ from opentelemetry.util.types import AttributeValue
 
 from otel_ml import config, semconv
 from otel_ml._core import attributes, guard, inputs, outputs, runtime
+from otel_ml._core.monitor import InputMonitor, MonitorOptions
 
 _SUPPRESS_KEYS = (context._SUPPRESS_INSTRUMENTATION_KEY, "suppress_instrumentation")
 
@@ -52,6 +53,7 @@ class ModelSpec:
     classes: Sequence[object] | None = None
     confidence: Callable[[Any], Any] | None = None
     attributes: Mapping[str, AttributeValue] = field(default_factory=dict)
+    monitor: MonitorOptions = field(default_factory=MonitorOptions)
 
     def __post_init__(self) -> None:
         if self.output not in outputs.KINDS:
@@ -125,6 +127,11 @@ class Recorder:
         self._ops: dict[str, _Operation] = {}
         self._lock = threading.Lock()
         self._labels: set[object] = set()
+        self.monitor: InputMonitor | None = None
+        sketch = spec.monitor.sketch_inputs
+        if sketch or (sketch is None and config.settings.sketch_inputs):
+            model_attrs = {semconv.ML_MODEL_NAME: self._metric_name, semconv.ML_MODEL_VERSION: self._metric_version}
+            self.monitor = InputMonitor(self.name, self.version, model_attrs, spec.monitor)
 
     # -- binding -------------------------------------------------------------------------------------------
     def _bind(self, rt: runtime.Runtime) -> None:
@@ -190,6 +197,8 @@ class Recorder:
                 self._bind(rt)
             op = self._ops.get(operation) or self._operation(operation)
             batch = inputs.batch_size(x)
+            if self.monitor is not None:
+                self._observe(x)
             attrs = dict(op.span_attributes)
             attrs[semconv.ML_BATCH_SIZE] = batch
             span = self._tracer.start_span(op.span_name, kind=SpanKind.INTERNAL, attributes=attrs)
@@ -198,6 +207,34 @@ class Recorder:
         except Exception as exc:
             guard.internal_error("start", exc)
             return None
+
+    def _observe(self, x: object) -> None:
+        assert self.monitor is not None
+        try:
+            self.monitor.observe(x)
+        except Exception as exc:  # sketching failed: the span and metrics of this call still record
+            guard.internal_error("sketch", exc)
+
+    def _monitor_details(self, span: Span, attrs: dict[str, AttributeValue]) -> None:
+        """The active reference on the span, and any drift crossing queued since the last call."""
+        monitor = self.monitor
+        if monitor is None:
+            return
+        ref = monitor.reference
+        if ref is not None:
+            attrs[semconv.ML_REFERENCE_ID] = ref.id
+            attrs[semconv.ML_REFERENCE_SOURCE] = ref.source
+        for event in monitor.take_events():
+            span.add_event(
+                semconv.DRIFT_EVENT,
+                {
+                    semconv.ML_FEATURE_NAME: event.feature,
+                    semconv.ML_DRIFT_METHOD: event.method,
+                    semconv.ML_DRIFT_SCORE: event.score,
+                    semconv.ML_DRIFT_THRESHOLD: event.threshold,
+                    semconv.ML_REFERENCE_ID: event.reference_id,
+                },
+            )
 
     def finish(self, call: Call, result: object, classes: Sequence[object] | None = None) -> None:
         """Record a successful call's metrics and close its span."""
@@ -238,6 +275,7 @@ class Recorder:
             for label, n in analysis.class_counts:
                 series = self._class_series(op, label)
                 self._classes.add(n, series.attributes, series.key)
+        self._monitor_details(span, span_attrs)
         span.set_attributes(span_attrs)
         self._duration.record_one(elapsed, attrs, key, ctx)
         self._count.add(call.batch, attrs, key)
@@ -247,7 +285,12 @@ class Recorder:
         op, span = call.op, call.span
         etype = attributes.error_type(exc)
         message = attributes.text(str(exc)) if config.settings.capture_exception_message else semconv.REDACTED
-        span.set_attributes({semconv.ML_PREDICTION_ID: self._prediction_id(span), semconv.ERROR_TYPE: etype})
+        span_attrs: dict[str, AttributeValue] = {
+            semconv.ML_PREDICTION_ID: self._prediction_id(span),
+            semconv.ERROR_TYPE: etype,
+        }
+        self._monitor_details(span, span_attrs)
+        span.set_attributes(span_attrs)
         span.add_event(semconv.EXCEPTION_EVENT, {semconv.EXCEPTION_TYPE: etype, semconv.EXCEPTION_MESSAGE: message})
         span.set_status(Status(StatusCode.ERROR, etype))
         series = op.error_attributes.get(etype)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -22,7 +23,7 @@ from opentelemetry.util.types import AttributeValue
 
 from otel_ml import config, semconv
 from otel_ml._core import guard
-from otel_ml._core.aggregation import Aggregator, VectorCounter, VectorHistogram
+from otel_ml._core.aggregation import Aggregator, VectorCounter, VectorGauge, VectorHistogram
 from otel_ml._core.worker import Worker
 from otel_ml.version import __version__
 
@@ -39,6 +40,7 @@ class Runtime:
         self.aggregator.fallback = _SdkFallback(self)
         self._drops: collections.Counter[str] = collections.Counter()
         self._drops_lock = threading.Lock()
+        self._monitors: weakref.WeakSet[Any] = weakref.WeakSet()
         self.worker = Worker(config.settings.queue_size, self._count_drop)
         self._bind()
 
@@ -92,6 +94,18 @@ class Runtime:
     def _observe_errors(self, options: CallbackOptions) -> Iterable[Observation]:
         return [Observation(n, {semconv.OTEL_ML_STAGE: stage}) for stage, n in guard.error_counts().items()]
 
+    def register_monitor(self, monitor: Any) -> None:
+        """Remember an input monitor so ``force_flush`` can drain its buffered rows (weakly held)."""
+        self._monitors.add(monitor)
+
+    def flush_monitors(self) -> None:
+        """Hand every monitor's buffered rows to the worker and request fresh drift scores."""
+        for monitor in list(self._monitors):
+            try:
+                monitor.flush()
+            except Exception as exc:
+                guard.internal_error("flush", exc)
+
     def after_fork_in_child(self) -> None:
         """A forked child starts with empty otel-ml state: the parent's counts are the parent's to export."""
         self.aggregator.clear()
@@ -144,6 +158,12 @@ class _SdkFallback:
     def histogram_value(self, hist: VectorHistogram, value: float, attributes: Mapping[str, AttributeValue]) -> None:
         """Single values inline, so the SDK's trace-based exemplar filter sees the active span."""
         self._histogram(hist).record(value, attributes)
+
+    def gauge_set(self, gauge: VectorGauge, value: float, attributes: Mapping[str, AttributeValue]) -> None:
+        inst = self._instrument(
+            gauge.name, lambda m: m.create_gauge(gauge.name, unit=gauge.unit, description=gauge.description)
+        )
+        inst.set(value, attributes)
 
     def counter_add(self, counter: VectorCounter, amount: int, attributes: Mapping[str, AttributeValue]) -> None:
         inst = self._instrument(

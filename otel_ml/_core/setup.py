@@ -231,6 +231,7 @@ def force_flush(timeout: float = 5.0) -> bool:
     """Drain otel-ml's pending work, then flush the providers; returns False if ``timeout`` ran out."""
     deadline = time.monotonic() + timeout
     rt = runtime.get()
+    rt.flush_monitors()
     ok = rt.worker.drain(timeout)
     pipeline = _pipeline
     providers: list[object] = []

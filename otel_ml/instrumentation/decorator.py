@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
@@ -11,7 +12,9 @@ from opentelemetry.util.types import AttributeValue
 
 from otel_ml import config, semconv
 from otel_ml._core import outputs
+from otel_ml._core.monitor import DriftEvent, MonitorOptions, monitor_options
 from otel_ml._core.recorder import ModelSpec, Recorder
+from otel_ml.sketch.reference import Reference
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -58,6 +61,12 @@ def instrument(
     confidence: Callable[[Any], Any] | None = None,
     attributes: Mapping[str, AttributeValue] | None = None,
     input_arg: str | None = None,
+    reference: Reference | str | os.PathLike[str] | None = None,
+    sketch_inputs: bool | None = None,
+    drift_window: int | None = None,
+    feature_names: Sequence[str] | None = None,
+    on_drift: Callable[[DriftEvent], Any] | None = None,
+    monitor: MonitorOptions | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -74,6 +83,12 @@ def instrument(
     confidence: Callable[[Any], Any] | None = None,
     attributes: Mapping[str, AttributeValue] | None = None,
     input_arg: str | None = None,
+    reference: Reference | str | os.PathLike[str] | None = None,
+    sketch_inputs: bool | None = None,
+    drift_window: int | None = None,
+    feature_names: Sequence[str] | None = None,
+    on_drift: Callable[[DriftEvent], Any] | None = None,
+    monitor: MonitorOptions | None = None,
 ) -> Any:
     """Decorate a predict function so each call emits a span and ``ml.prediction.*`` metrics.
 
@@ -81,8 +96,13 @@ def instrument(
     to the function's name when it is a known one (``predict_proba`` …), else ``predict``; ``output`` says how
     to read the result (see :mod:`otel_ml._core.outputs`); ``confidence`` maps a result to per-row confidence;
     ``input_arg`` names the parameter holding the model input (default: the first one after ``self``).
+    Input monitoring: ``reference`` (a :class:`otel_ml.Reference` or a path to its JSON) is what drift is
+    measured against (default: the first ``OTEL_ML_WARMUP_ROWS`` rows); ``drift_window`` rows are compared;
+    ``sketch_inputs=False`` turns it off; ``feature_names`` names unnamed columns; ``on_drift`` is called once
+    per threshold crossing; ``monitor`` takes every other :class:`MonitorOptions` setting.
     The wrapped function's result and exceptions pass through unchanged.
     """
+    options = monitor_options(reference, sketch_inputs, drift_window, feature_names, on_drift, monitor)
 
     def decorate(f: F) -> F:
         spec = ModelSpec(
@@ -94,6 +114,7 @@ def instrument(
             classes=classes,
             confidence=confidence,
             attributes=dict(attributes or {}),
+            monitor=options,
         )
         return wrap_function(f, Recorder(spec), operation, input_arg)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, SupportsIndex, TypeVar
 
@@ -19,8 +20,10 @@ from opentelemetry.util.types import AttributeValue
 
 from otel_ml import config, semconv
 from otel_ml._core import outputs
+from otel_ml._core.monitor import DriftEvent, MonitorOptions, monitor_options
 from otel_ml._core.recorder import ModelSpec, Recorder
-from otel_ml.instrumentation.decorator import wrap_function
+from otel_ml.instrumentation.decorator import instrument
+from otel_ml.sketch.reference import Reference
 
 M = TypeVar("M")
 
@@ -148,16 +151,41 @@ def instrument_model(
     confidence: Callable[[Any], Any] | None = None,
     attributes: Mapping[str, AttributeValue] | None = None,
     methods: Sequence[str] | None = None,
+    reference: Reference | str | os.PathLike[str] | None = None,
+    sketch_inputs: bool | None = None,
+    drift_window: int | None = None,
+    feature_names: Sequence[str] | None = None,
+    on_drift: Callable[[DriftEvent], Any] | None = None,
+    monitor: MonitorOptions | None = None,
 ) -> M:
     """Instrument ``model``'s predict methods (``predict``, ``predict_proba``, ``predict_log_proba``,
     ``decision_function``, else ``__call__``) and return it; a plain function is decorated instead.
 
     The same object is returned (its class switched to an instrumented subclass) whenever Python allows it.
-    Calling it again re-instruments with the new settings; :func:`uninstrument_model` undoes it.
+    Calling it again re-instruments with the new settings; :func:`uninstrument_model` undoes it. The input
+    monitoring options are those of :func:`otel_ml.instrument`; feature names default to the model's
+    ``feature_names_in_``.
     """
     if inspect.isfunction(model) or inspect.ismethod(model) or inspect.isbuiltin(model):
-        return instrument_model_function(model, name, version, framework, task, output, classes, confidence, attributes)
+        return instrument(
+            name=name,
+            version=version,
+            framework=framework or semconv.FRAMEWORK_CUSTOM,
+            task=task,
+            output=output,
+            classes=classes,
+            confidence=confidence,
+            attributes=attributes,
+            reference=reference,
+            sketch_inputs=sketch_inputs,
+            drift_window=drift_window,
+            feature_names=feature_names,
+            on_drift=on_drift,
+            monitor=monitor,
+        )(model)
     target: Any = uninstrument_model(model)
+    if feature_names is None and getattr(target, "feature_names_in_", None) is not None:
+        feature_names = [str(n) for n in target.feature_names_in_]
     if task is None and hasattr(target, "classes_"):
         task = semconv.TASK_CLASSIFICATION
     spec = ModelSpec(
@@ -169,6 +197,7 @@ def instrument_model(
         classes=classes,
         confidence=confidence,
         attributes=dict(attributes or {}),
+        monitor=monitor_options(reference, sketch_inputs, drift_window, feature_names, on_drift, monitor),
     )
     recorder = Recorder(spec)
     found = _methods_of(target, methods)
@@ -179,31 +208,6 @@ def instrument_model(
         return target
     except TypeError:  # e.g. "__class__ assignment only supported for mutable types"
         return _proxy_class(type(target), recorder, found)(target)
-
-
-def instrument_model_function(
-    fn: Any,
-    name: str | None,
-    version: str,
-    framework: str | None,
-    task: str | None,
-    output: str,
-    classes: Sequence[object] | None,
-    confidence: Callable[[Any], Any] | None,
-    attributes: Mapping[str, AttributeValue] | None,
-) -> Any:
-    """``instrument_model`` on a plain callable: the decorator's wrapper."""
-    spec = ModelSpec(
-        name=name or str(getattr(fn, "__name__", "model")),
-        version=version,
-        framework=framework or semconv.FRAMEWORK_CUSTOM,
-        task=task,
-        output=output,
-        classes=classes,
-        confidence=confidence,
-        attributes=dict(attributes or {}),
-    )
-    return wrap_function(fn, Recorder(spec))
 
 
 def _proxy_method(recorder: Recorder, name: str) -> Callable[..., Any]:

@@ -65,9 +65,7 @@ class FeatureSketch:
         "_type_mismatch",
     )
 
-    def __init__(
-        self, kind: FeatureKind, *, k: int = DEFAULT_K, top_k: int = DEFAULT_TOP_K, seed: int = 0
-    ) -> None:
+    def __init__(self, kind: FeatureKind, *, k: int = DEFAULT_K, top_k: int = DEFAULT_TOP_K, seed: int = 0) -> None:
         """Create an empty summary; ``k`` sizes the quantile sketch, ``top_k`` the frequent-items table."""
         if kind not in ("numeric", "categorical"):
             raise ValueError(f"kind must be 'numeric' or 'categorical', got {kind!r}")

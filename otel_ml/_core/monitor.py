@@ -1,0 +1,433 @@
+"""Input monitoring for one model: feature sketches against a reference, drift scores, data quality.
+
+Caller side (inside the user's predict call): read the input as feature columns and copy rows into a
+buffer, ~1-2 µs per row; a full buffer (or a large batch, copied) goes to the background worker. Worker
+side: per feature, update the sliding-window sketch, the ``ml.feature.rank`` histogram (value → F_ref(x),
+20 uniform buckets), the data-quality counters and, at most once per ``drift_interval`` seconds (and on
+flush), the drift gauges. A crossing of a drift threshold queues one ``ml.drift.detected`` event, attached
+to the model's next predict span, and calls the user's ``on_drift`` callback.
+
+Without a reference, the first ``warmup_rows`` rows become a provisional one (``ml.reference.source=warmup``).
+Every skipped input is counted in ``otel_ml.telemetry.dropped{reason}``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from opentelemetry.util.types import AttributeValue
+
+from otel_ml import config, semconv
+from otel_ml._core import guard, runtime
+from otel_ml._core.attributes import text
+from otel_ml.drift import metrics as drift
+from otel_ml.drift.window import SlidingWindow
+from otel_ml.sketch.columns import CATEGORICAL, Skip, Table, to_table
+from otel_ml.sketch.feature import FeatureKind, FeatureSketch
+from otel_ml.sketch.quantile import rank_buckets
+from otel_ml.sketch.reference import Reference, ReferenceBuilder
+
+NUMERIC_METHODS = ("psi", "ks", "js", "wasserstein")
+CATEGORICAL_METHODS = ("chi2", "js")
+_RANK_MIDPOINTS = (np.arange(20) + 0.5) / 20
+
+
+@dataclass(frozen=True)
+class DriftEvent:
+    """A feature crossing its drift threshold (passed to ``on_drift`` and recorded as a span event)."""
+
+    model: str
+    version: str
+    feature: str
+    method: str
+    score: float
+    threshold: float
+    reference_id: str
+
+
+@dataclass(frozen=True)
+class MonitorOptions:
+    """How inputs of one model are sketched and compared; ``None`` fields take the ``OTEL_ML_*`` defaults."""
+
+    reference: Reference | None = None
+    sketch_inputs: bool | None = None
+    drift_window: int | None = None
+    drift_window_seconds: float | None = None
+    warmup_rows: int | None = None
+    max_features: int | None = None
+    feature_names: Sequence[str] | None = None
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    on_drift: Callable[[DriftEvent], Any] | None = None
+    capture_categories: bool | None = None
+
+
+def monitor_options(
+    reference: Reference | str | os.PathLike[str] | None = None,
+    sketch_inputs: bool | None = None,
+    drift_window: int | None = None,
+    feature_names: Sequence[str] | None = None,
+    on_drift: Callable[[DriftEvent], Any] | None = None,
+    options: MonitorOptions | None = None,
+) -> MonitorOptions:
+    """Combine the common keyword arguments with a full :class:`MonitorOptions` (keywords win).
+
+    A ``reference`` path is loaded here, at instrumentation time, so a bad file fails fast and clearly.
+    """
+    base = options or MonitorOptions()
+    if isinstance(reference, (str, os.PathLike)):
+        reference = Reference.load(reference)
+    changes: dict[str, Any] = {}
+    for key, value in (
+        ("reference", reference),
+        ("sketch_inputs", sketch_inputs),
+        ("drift_window", drift_window),
+        ("feature_names", feature_names),
+        ("on_drift", on_drift),
+    ):
+        if value is not None:
+            changes[key] = value
+    return dataclasses.replace(base, **changes) if changes else base
+
+
+def _series(attributes: dict[str, AttributeValue]) -> tuple[dict[str, AttributeValue], frozenset[Any]]:
+    return attributes, frozenset(attributes.items())
+
+
+class _Feature:
+    """Worker-side state of one feature: window, metric series, drift state."""
+
+    def __init__(self, name: str, kind: str, model_attrs: dict[str, AttributeValue], window: SlidingWindow[Any]):
+        self.name = name
+        self.kind = kind
+        self.window = window
+        attrs = {**model_attrs, semconv.ML_FEATURE_NAME: name}
+        self.series = _series(attrs)
+        self.drift_series: dict[str, tuple[dict[str, AttributeValue], frozenset[Any]]] = {}
+        self.category_series: dict[str, tuple[dict[str, AttributeValue], frozenset[Any]]] = {}
+        self.drifted = False
+
+
+class InputMonitor:
+    """Sketches one model's inputs and exports distribution, drift and data-quality metrics."""
+
+    def __init__(self, model: str, version: str, metric_attributes: Mapping[str, AttributeValue], opts: MonitorOptions):
+        s = config.settings
+        self.model, self.version = model, version
+        self.reference = opts.reference
+        self.window_rows = opts.drift_window if opts.drift_window is not None else s.drift_window
+        self.window_seconds = opts.drift_window_seconds
+        self.warmup_rows = opts.warmup_rows if opts.warmup_rows is not None else s.warmup_rows
+        self.max_features = opts.max_features if opts.max_features is not None else s.max_features
+        self.capture_categories = (
+            opts.capture_categories if opts.capture_categories is not None else s.capture_categories
+        )
+        self.thresholds = {**drift.DEFAULT_THRESHOLDS, **dict(opts.thresholds)}
+        self.on_drift = opts.on_drift
+        self._names = list(opts.feature_names) if opts.feature_names is not None else None
+        self._model_attrs = dict(metric_attributes)
+        self._lock = threading.Lock()
+        self._schema: tuple[list[str], list[str]] | None = None
+        self._buffer: np.ndarray | None = None
+        self._filled = 0
+        self._features: dict[str, _Feature] = {}
+        self._warmup = ReferenceBuilder(self._names, max_features=self.max_features) if self.reference is None else None
+        self._last_drift = 0.0
+        self._rows_since_drift = 0
+        self.events: list[DriftEvent] = []
+        self.rows_observed = 0
+        self.rows_processed = 0
+        self.drift_scores: dict[tuple[str, str], float] = {}
+        runtime.get().register_monitor(self)
+
+    # -- caller side -----------------------------------------------------------------------------------
+    def observe(self, x: object) -> None:
+        """Take one call's input (on the caller's thread): buffer rows, hand full batches to the worker."""
+        table = to_table(x, self._names or (self.reference.feature_names if self.reference else None))
+        if isinstance(table, Skip):
+            runtime.get().count_drop(table.reason)
+            return
+        if table.rows == 0:
+            return
+        schema = (table.names, table.kinds)
+        if self._schema is None:
+            with self._lock:
+                self._schema = self._schema or (table.names[: self.max_features], table.kinds[: self.max_features])
+        if schema[0][: self.max_features] != self._schema[0]:
+            runtime.get().count_drop(semconv.DROP_SHAPE_CHANGED)
+            return
+        if len(table.names) > self.max_features:
+            runtime.get().count_drop(semconv.DROP_FEATURE_LIMIT, len(table.names) - self.max_features)
+        self.rows_observed += table.rows
+        if table.matrix is not None and table.rows < config.settings.sketch_buffer_rows:
+            self._buffer_rows(table.matrix[:, : self.max_features])
+        else:
+            self._submit(_copy(table, self.max_features))
+
+    def _buffer_rows(self, rows: np.ndarray) -> None:
+        size = config.settings.sketch_buffer_rows
+        full: np.ndarray | None = None
+        with self._lock:
+            if self._buffer is None or self._buffer.shape[1] != rows.shape[1]:
+                self._buffer, self._filled = np.empty((size, rows.shape[1])), 0
+            n = min(rows.shape[0], size - self._filled)
+            self._buffer[self._filled : self._filled + n] = rows[:n]
+            self._filled += n
+            if self._filled == size:
+                full, self._buffer, self._filled = self._buffer, None, 0
+            rest = rows[n:]
+        if full is not None:
+            self._submit_matrix(full)
+        if rest.shape[0]:
+            self._buffer_rows(rest)
+
+    def _submit_matrix(self, matrix: np.ndarray) -> None:
+        assert self._schema is not None
+        names, kinds = self._schema
+        self._submit(Table(names, kinds, matrix.shape[0], matrix=matrix))
+
+    def _submit(self, table: Table) -> None:
+        runtime.get().worker.submit(lambda: self._process(table))
+
+    def flush(self) -> None:
+        """Hand buffered rows to the worker and ask for a drift update (``otel_ml.force_flush``)."""
+        with self._lock:
+            part = self._buffer[: self._filled].copy() if self._buffer is not None and self._filled else None
+            self._filled = 0
+        if part is not None:
+            self._submit_matrix(part)
+        runtime.get().worker.submit(lambda: self._update_drift(force=True))
+
+    def take_events(self) -> list[DriftEvent]:
+        """Drift events not yet attached to a span (called by the recorder on the caller's thread)."""
+        if not self.events:
+            return []
+        with self._lock:
+            events, self.events = self.events, []
+        return events
+
+    # -- worker side -----------------------------------------------------------------------------------
+    def _process(self, table: Table) -> None:
+        if self._warmup is not None:
+            need = self.warmup_rows - self._warmup.rows
+            self._warmup.add_table(_slice(table, 0, need))
+            if self._warmup.rows < self.warmup_rows:
+                return
+            self.reference = self._warmup.build(source=semconv.REFERENCE_WARMUP)
+            self._warmup = None
+            table = _slice(table, need, table.rows)
+            if table.rows == 0:
+                return
+        ref = self.reference
+        assert ref is not None
+        rt = runtime.get()
+        agg = rt.aggregator
+        rank = agg.histogram(
+            semconv.FEATURE_RANK,
+            semconv.FEATURE_RANK_UNIT,
+            "Input values' rank under the reference CDF",
+            semconv.UNIT_INTERVAL_BUCKETS,
+        )
+        for i, name in enumerate(table.names):
+            feature = self._feature(name, table.kinds[i])
+            col = table.column(i)
+            ref_f = ref.features.get(name)
+            if feature.kind == CATEGORICAL:
+                self._categorical(feature, col, ref_f)
+            else:
+                self._numeric(feature, col, ref_f, ref, rank)
+            feature.window.update(col)
+        self.rows_processed += table.rows
+        self._rows_since_drift += table.rows
+        self._update_drift(force=False)
+
+    def _feature(self, name: str, kind: str) -> _Feature:
+        feature = self._features.get(name)
+        if feature is None:
+            sketch_kind: FeatureKind = "categorical" if kind == CATEGORICAL else "numeric"
+            window: SlidingWindow[Any] = SlidingWindow(
+                lambda: FeatureSketch(sketch_kind),
+                max_rows=self.window_rows if self.window_rows else None,
+                max_age_s=self.window_seconds,
+            )
+            feature = self._features[name] = _Feature(name, kind, self._model_attrs, window)
+        return feature
+
+    def _count(self, name: str, n: int, feature: _Feature) -> None:
+        if n:
+            runtime.get().aggregator.counter(name, semconv.FEATURE_QUALITY_UNIT, "").add(n, *feature.series)
+
+    def _numeric(
+        self, feature: _Feature, col: np.ndarray, ref_f: FeatureSketch | None, ref: Reference, rank: Any
+    ) -> None:
+        if col.dtype != np.float64:  # object column of a numeric feature: classify like the sketch does
+            batch = FeatureSketch("numeric")
+            batch.update(col)
+            self._count(semconv.FEATURE_MISSING, batch.missing, feature)
+            self._count(semconv.FEATURE_TYPE_MISMATCH, batch.type_mismatch, feature)
+            col = np.asarray(
+                [v for v in col.tolist() if isinstance(v, (int, float)) and not isinstance(v, bool)], dtype=np.float64
+            )
+        else:
+            nan = np.isnan(col)
+            self._count(semconv.FEATURE_MISSING, int(nan.sum()), feature)
+            if nan.any():
+                col = col[~nan]
+        if ref_f is None or ref_f.kind != "numeric" or col.size == 0:
+            return
+        if ref_f.quantiles.count:
+            outside = (col < ref_f.min) | (col > ref_f.max)
+            self._count(semconv.FEATURE_OUT_OF_RANGE, int(outside.sum()), feature)
+        cuts = ref.rank_cuts(feature.name)
+        if cuts is not None:
+            counts = _rank_counts(cuts, col)
+            total = float(counts[:20] @ _RANK_MIDPOINTS)
+            nonzero = np.flatnonzero(counts)
+            low, high = nonzero[0] / 20, (nonzero[-1] + 1) / 20
+            rank.record_counts(counts, total, low, high, *feature.series)
+
+    def _categorical(self, feature: _Feature, col: np.ndarray, ref_f: FeatureSketch | None) -> None:
+        batch = FeatureSketch("categorical")
+        batch.update(col)
+        self._count(semconv.FEATURE_MISSING, batch.missing, feature)
+        self._count(semconv.FEATURE_TYPE_MISMATCH, batch.type_mismatch, feature)
+        known = ref_f.frequent.counts() if ref_f is not None and ref_f.kind == "categorical" else {}
+        complete = ref_f is not None and ref_f.kind == "categorical" and ref_f.frequent.other == 0
+        top = {value: i for i, (value, _) in enumerate(sorted(known.items(), key=lambda kv: -kv[1]))}
+        counter = runtime.get().aggregator.counter(
+            semconv.FEATURE_CATEGORY, semconv.FEATURE_CATEGORY_UNIT, "Input values per category (reference top-K)"
+        )
+        unseen = 0
+        for value, n in batch.frequent.counts().items():
+            if value in top:
+                label = text(value, 64) if self.capture_categories else f"top{top[value] + 1}"
+            elif complete or not known:
+                label, unseen = semconv.CATEGORY_UNSEEN, unseen + n
+            else:
+                label = semconv.CATEGORY_OTHER
+            series = feature.category_series.get(label)
+            if series is None:
+                series = feature.category_series[label] = _series(
+                    {**feature.series[0], semconv.ML_FEATURE_CATEGORY: label}
+                )
+            counter.add(n, *series)
+        if batch.frequent.other:
+            series = feature.category_series.get(semconv.CATEGORY_OTHER) or _series(
+                {**feature.series[0], semconv.ML_FEATURE_CATEGORY: semconv.CATEGORY_OTHER}
+            )
+            feature.category_series[semconv.CATEGORY_OTHER] = series
+            counter.add(batch.frequent.other, *series)
+        if known:
+            self._count(semconv.FEATURE_UNSEEN_CATEGORY, unseen, feature)
+
+    def _update_drift(self, force: bool) -> None:
+        ref = self.reference
+        now = time.monotonic()
+        if ref is None or (not force and now - self._last_drift < config.settings.drift_interval):
+            return
+        if not force and self._rows_since_drift == 0:
+            return
+        self._last_drift, self._rows_since_drift = now, 0
+        agg = runtime.get().aggregator
+        gauge = agg.gauge(semconv.FEATURE_DRIFT, semconv.DRIFT_UNIT, "Drift score per feature and method")
+        evaluated = drifted = 0
+        for feature in self._features.values():
+            ref_f = ref.features.get(feature.name)
+            if ref_f is None or feature.window.rows() == 0:
+                continue
+            scores = _scores(ref_f, feature.window.snapshot())
+            if not scores:
+                continue
+            for method, score in scores.items():
+                self.drift_scores[(feature.name, method)] = score
+                series = feature.drift_series.get(method)
+                if series is None:
+                    series = feature.drift_series[method] = _series(
+                        {
+                            **feature.series[0],
+                            semconv.ML_DRIFT_METHOD: method,
+                            semconv.ML_REFERENCE_ID: ref.id,
+                            semconv.ML_REFERENCE_SOURCE: ref.source,
+                        }
+                    )
+                gauge.set(score, *series)
+            primary = "chi2" if feature.kind == CATEGORICAL else "psi"
+            score = scores[primary]
+            evaluated += 1
+            now_drifted = drift.is_drifted(primary, score, self.thresholds)
+            drifted += now_drifted
+            if now_drifted and not feature.drifted:
+                self._emit(
+                    DriftEvent(self.model, self.version, feature.name, primary, score, self.thresholds[primary], ref.id)
+                )
+            feature.drifted = now_drifted
+        if evaluated:
+            model_gauge = agg.gauge(semconv.MODEL_DRIFT, semconv.DRIFT_UNIT, "Share of drifted features")
+            attrs = {**self._model_attrs, semconv.ML_REFERENCE_ID: ref.id, semconv.ML_REFERENCE_SOURCE: ref.source}
+            model_gauge.set(drifted / evaluated, *_series(attrs))
+
+    def _emit(self, event: DriftEvent) -> None:
+        with self._lock:
+            if len(self.events) < 100:
+                self.events.append(event)
+        if self.on_drift is not None:
+            try:
+                self.on_drift(event)
+            except Exception as exc:  # the user's callback failing is reported, never propagated
+                guard.log.warning("on_drift", "otel_ml: on_drift callback raised %s", type(exc).__name__)
+
+
+def _scores(ref_f: FeatureSketch, cur: FeatureSketch) -> dict[str, float]:
+    """Drift scores of one feature (numeric: psi, ks, js, wasserstein; categorical: chi2 p-value, js)."""
+    if ref_f.kind == "numeric" and cur.kind == "numeric":
+        r, c = ref_f.quantiles, cur.quantiles
+        if r.count == 0 or c.count == 0:
+            return {}
+        edges = r.quantile(np.arange(1, 10) / 10)
+        ref_counts = np.diff(np.concatenate(([0.0], r.cdf(edges), [1.0])))
+        cur_counts = np.diff(np.concatenate(([0.0], c.cdf(edges), [1.0])))
+        return {
+            "psi": drift.psi(ref_counts, cur_counts),
+            "ks": drift.ks_from_sketches(r, c),
+            "js": drift.js_divergence(ref_counts, cur_counts),
+            "wasserstein": drift.wasserstein_normalised(r, c),
+        }
+    if ref_f.kind == "categorical" and cur.kind == "categorical":
+        ref_items, cur_items = ref_f.frequent.counts(), cur.frequent.counts()
+        if not ref_items or not cur_items:
+            return {}
+        keys = sorted(set(ref_items) | set(cur_items), key=repr)
+        return {
+            "chi2": drift.chi2(ref_items, cur_items).p_value,
+            "js": drift.js_divergence([ref_items.get(k, 0) for k in keys], [cur_items.get(k, 0) for k in keys]),
+        }
+    return {}
+
+
+def _rank_counts(cuts: Any, values: np.ndarray) -> np.ndarray:
+    """20 PIT bucket counts plus an empty +Inf bucket (the histogram's explicit bounds end at 1.0)."""
+    return np.append(rank_buckets(cuts, values, 20), 0)
+
+
+def _copy(table: Table, max_features: int) -> Table:
+    """A worker-owned copy of the first ``max_features`` columns (the caller may reuse its input)."""
+    names, kinds = table.names[:max_features], table.kinds[:max_features]
+    if table.matrix is not None:
+        return Table(names, kinds, table.rows, matrix=np.array(table.matrix[:, :max_features], dtype=np.float64))
+    assert table.columns is not None
+    return Table(names, kinds, table.rows, columns=[np.array(c, copy=True) for c in table.columns[:max_features]])
+
+
+def _slice(table: Table, start: int, stop: int) -> Table:
+    if table.matrix is not None:
+        part = table.matrix[start:stop]
+        return dataclasses.replace(table, rows=part.shape[0], matrix=part)
+    assert table.columns is not None
+    cols = [c[start:stop] for c in table.columns]
+    return dataclasses.replace(table, rows=len(cols[0]) if cols else 0, columns=cols)

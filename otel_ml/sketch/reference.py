@@ -1,0 +1,183 @@
+"""Reference profiles: the training data's per-feature sketches, saved as a versioned JSON document.
+
+The file format (``"format": "otel-ml-reference"``, ``"version": 1``)::
+
+    {"format": "otel-ml-reference", "version": 1, "id": "<16 hex>", "source": "training",
+     "rows": 455, "created": "2026-11-23T01:00:00Z", "metadata": {...},
+     "features": [{"name": "mean radius", "kind": "numeric", "sketch": {<FeatureSketch.to_dict()>}}, ...]}
+
+``id`` is the first 16 hex digits of the SHA-256 of the canonical JSON of ``format``, ``version`` and
+``features`` (creation time and metadata excluded), so the same data always yields the same id; it is
+exported as ``ml.reference.id`` to answer "which data was this model compared against".
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from otel_ml.sketch.columns import Skip, Table, to_table
+from otel_ml.sketch.feature import FeatureSketch
+from otel_ml.sketch.quantile import RankCuts
+
+FORMAT = "otel-ml-reference"
+VERSION = 1
+RANK_BUCKETS = 20
+DEFAULT_MAX_FEATURES = 100
+
+
+class Reference:
+    """Per-feature sketches of a reference (training) distribution, with a content-derived id."""
+
+    def __init__(
+        self,
+        features: dict[str, FeatureSketch],
+        *,
+        source: str = "training",
+        rows: int | None = None,
+        created: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.features = dict(features)
+        self.source = source
+        self.rows = rows if rows is not None else max((f.count for f in features.values()), default=0)
+        self.created = created or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self.metadata = dict(metadata or {})
+        self._cuts: dict[str, RankCuts | None] = {}
+        self.id = self._content_id()
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.features)
+
+    def _content_id(self) -> str:
+        body = {"format": FORMAT, "version": VERSION, "features": self._features_json()}
+        canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def _features_json(self) -> list[dict[str, Any]]:
+        return [{"name": n, "kind": f.kind, "sketch": f.to_dict()} for n, f in self.features.items()]
+
+    def rank_cuts(self, name: str) -> RankCuts | None:
+        """The 19 inner cut points of feature ``name`` (numeric, non-empty), computed once."""
+        if name not in self._cuts:
+            f = self.features.get(name)
+            ok = f is not None and f.kind == "numeric" and f.quantiles.count > 0
+            self._cuts[name] = RankCuts.from_sketch(f.quantiles, RANK_BUCKETS) if ok and f is not None else None
+        return self._cuts[name]
+
+    # -- building ----------------------------------------------------------------------------------------
+    @classmethod
+    def from_data(
+        cls,
+        data: Any,
+        feature_names: Sequence[str] | None = None,
+        *,
+        max_features: int = DEFAULT_MAX_FEATURES,
+        chunk_rows: int = 65_536,
+        metadata: dict[str, Any] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Reference:
+        """Build a reference from numpy, pandas, a list of rows or a dict of columns (chunked, bounded memory)."""
+        builder = ReferenceBuilder(feature_names, max_features=max_features)
+        for chunk in _chunks(data, chunk_rows):
+            builder.add(chunk)
+            if progress is not None:
+                progress(builder.rows)
+        return builder.build(metadata=metadata)
+
+    # -- files -------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "id": self.id,
+            "source": self.source,
+            "rows": self.rows,
+            "created": self.created,
+            "metadata": self.metadata,
+            "features": self._features_json(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Reference:
+        if data.get("format") != FORMAT:
+            raise ValueError(f"not an otel-ml reference (format={data.get('format')!r})")
+        if data.get("version") != VERSION:
+            raise ValueError(f"unsupported reference version {data.get('version')!r} (this otel-ml reads {VERSION})")
+        features = {f["name"]: FeatureSketch.from_dict(f["sketch"]) for f in data["features"]}
+        ref = cls(
+            features,
+            source=data.get("source", "training"),
+            rows=data.get("rows"),
+            created=data.get("created"),
+            metadata=data.get("metadata"),
+        )
+        if data.get("id") not in (None, ref.id):
+            raise ValueError(f"reference id {data.get('id')!r} does not match its content ({ref.id}): file altered?")
+        return ref
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the JSON document (atomically: a temporary file renamed into place)."""
+        tmp = f"{os.fspath(path)}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(self.to_dict(), fh, allow_nan=False, separators=(",", ":"))
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Reference:
+        with open(path, encoding="utf-8") as fh:
+            return cls.from_dict(json.load(fh))
+
+    def __repr__(self) -> str:
+        return f"Reference(id={self.id!r}, source={self.source!r}, rows={self.rows}, features={len(self.features)})"
+
+
+class ReferenceBuilder:
+    """Accumulates batches into per-feature sketches (the first batch fixes the feature set)."""
+
+    def __init__(self, feature_names: Sequence[str] | None = None, *, max_features: int = DEFAULT_MAX_FEATURES):
+        self._names = list(feature_names) if feature_names is not None else None
+        self._max = max_features
+        self.features: dict[str, FeatureSketch] = {}
+        self.rows = 0
+
+    def add(self, data: Any) -> Table | Skip:
+        """Add one batch; returns the table read from it (or why it was skipped)."""
+        table = to_table(data, self._names)
+        if isinstance(table, Skip):
+            return table
+        self.add_table(table)
+        return table
+
+    def add_table(self, table: Table) -> None:
+        if not self.features:
+            for name, kind in list(zip(table.names, table.kinds, strict=True))[: self._max]:
+                self.features[name] = FeatureSketch("numeric" if kind == "numeric" else "categorical")
+        for i, name in enumerate(table.names[: self._max]):
+            sketch = self.features.get(name)
+            if sketch is not None:
+                sketch.update(table.column(i))
+        self.rows += table.rows
+
+    def build(self, *, source: str = "training", metadata: dict[str, Any] | None = None) -> Reference:
+        if not self.features or self.rows == 0:
+            raise ValueError("no rows to build a reference from")
+        return Reference(self.features, source=source, rows=self.rows, metadata=metadata)
+
+
+def _chunks(data: Any, rows: int) -> Iterator[Any]:
+    """Row chunks of array-likes (views where possible), so a huge frame is sketched in bounded steps."""
+    if isinstance(data, np.ndarray) or type(data).__module__.startswith("pandas."):
+        n = len(data)
+        take = data.iloc if hasattr(data, "iloc") else data
+        for start in range(0, max(n, 1), rows):
+            yield take[start : start + rows]
+    else:
+        yield data
