@@ -436,9 +436,15 @@ def prefers_delta(exporter: MetricExporter) -> bool:
 
 
 class MergingMetricExporter(MetricExporter):
-    """Wraps a metric exporter so every export also carries otel-ml's aggregated metrics."""
+    """Wraps a metric exporter so every export also carries otel-ml's aggregated metrics.
 
-    def __init__(self, inner: MetricExporter, aggregator: Aggregator, resource: Resource) -> None:
+    ``only_ours=True`` exports nothing but otel-ml's aggregation (under the resource of the collected data):
+    for a reader added beside an application's own readers, which already export everything else.
+    """
+
+    def __init__(
+        self, inner: MetricExporter, aggregator: Aggregator, resource: Resource, *, only_ours: bool = False
+    ) -> None:
         super().__init__(
             preferred_temporality=getattr(inner, "_preferred_temporality", None),
             preferred_aggregation=getattr(inner, "_preferred_aggregation", None),
@@ -447,10 +453,15 @@ class MergingMetricExporter(MetricExporter):
         self._aggregator = aggregator
         self._resource = resource
         self._delta = DeltaState() if prefers_delta(inner) else None
+        self._only_ours = only_ours
         aggregator.attach()
 
     def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: object) -> MetricExportResult:
-        merged = self._aggregator.merge(metrics_data, self._resource, self._delta)
+        if self._only_ours:
+            resource = metrics_data.resource_metrics[0].resource if metrics_data.resource_metrics else self._resource
+            merged = self._aggregator.merge(None, resource, self._delta)
+        else:
+            merged = self._aggregator.merge(metrics_data, self._resource, self._delta)
         if not merged.resource_metrics:
             return MetricExportResult.SUCCESS
         return self._inner.export(merged, timeout_millis=timeout_millis, **kwargs)

@@ -189,8 +189,9 @@ def configure(
             owns_mp = True
         else:
             mp, owns_mp = global_mp, False
-            if metric_readers:
-                _log.warning("otel_ml: the application owns the MeterProvider; extra metric_readers are not added")
+            attach_to_meter_provider(mp, endpoint, protocol, headers, metric_export_interval_ms)
+            for reader in metric_readers:
+                _add_reader(mp, reader)
 
         if set_global:
             if owns_tp:
@@ -202,6 +203,54 @@ def configure(
         _pipeline = Pipeline(tp, mp, resource if owns_tp or owns_mp else None, owns_tp, owns_mp, readers)
         _register_atexit()
         return _pipeline
+
+
+_attached: set[int] = set()
+# Readers otel-ml added to an application's provider: the SDK flushes and shuts down only the readers a
+# provider was built with, so otel-ml does it for these itself.
+_added_readers: list[MetricReader] = []
+
+
+def _add_reader(mp: metrics.MeterProvider, reader: MetricReader) -> bool:
+    add = getattr(mp, "add_metric_reader", None)  # SDK >= 1.3x; older SDKs keep the per-value fallback
+    if add is None:
+        _log.warning("otel_ml: this MeterProvider cannot take extra readers; otel-ml records value by value")
+        return False
+    add(reader)
+    _added_readers.append(reader)
+    return True
+
+
+def attach_to_meter_provider(
+    mp: metrics.MeterProvider | None = None,
+    endpoint: str | None = None,
+    protocol: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    metric_export_interval_ms: float | None = None,
+) -> bool:
+    """Give an application-owned SDK ``MeterProvider`` otel-ml's fast path, once per provider.
+
+    Adds a periodic reader whose exporter (chosen by ``OTEL_METRICS_EXPORTER`` and the OTLP variables, like the
+    application's) exports only otel-ml's aggregated ``ml.*`` metrics; the application's readers keep exporting
+    everything else. Used by ``configure`` and by the auto-instrumentors (``opentelemetry-instrument``).
+    Returns False, changing nothing, when the provider is not an SDK one.
+    """
+    mp = mp or metrics.get_meter_provider()
+    if not isinstance(mp, MeterProvider) or id(mp) in _attached:
+        return id(mp) in _attached
+    exporter = _metric_exporter(endpoint, protocol, headers)
+    if exporter is None:
+        return False
+    rt = runtime.get()
+    reader = PeriodicExportingMetricReader(
+        MergingMetricExporter(exporter, rt.aggregator, Resource.create({}), only_ours=True),
+        export_interval_millis=metric_export_interval_ms,
+    )
+    if _add_reader(mp, reader):
+        _attached.add(id(mp))
+        return True
+    rt.aggregator.detach()
+    return False
 
 
 def _register_atexit() -> None:
@@ -234,11 +283,11 @@ def force_flush(timeout: float = 5.0) -> bool:
     rt.flush_monitors()
     ok = rt.worker.drain(timeout)
     pipeline = _pipeline
-    providers: list[object] = []
+    providers: list[object] = list(_added_readers)
     if pipeline is not None:
-        providers = [pipeline.meter_provider, pipeline.tracer_provider]
+        providers += [pipeline.meter_provider, pipeline.tracer_provider]
     else:
-        providers = [metrics.get_meter_provider(), trace.get_tracer_provider()]
+        providers += [metrics.get_meter_provider(), trace.get_tracer_provider()]
 
     def flush() -> None:
         for p in providers:
@@ -260,9 +309,13 @@ def shutdown(timeout: float = 5.0) -> bool:
     rt.worker.close(max(0.0, timeout / 2))
     with _lock:
         pipeline, _pipeline = _pipeline, None
-    if pipeline is None:
+        added = list(_added_readers)
+        _added_readers.clear()
+    if pipeline is None and not added:
         return True
-    owned: list[object] = []
+    owned: list[object] = list(added)
+    if pipeline is None:
+        pipeline = Pipeline(trace.NoOpTracerProvider(), metrics.NoOpMeterProvider(), None, False, False)
     if pipeline.owns_meter_provider:
         owned.append(pipeline.meter_provider)
     if pipeline.owns_tracer_provider:
@@ -272,7 +325,7 @@ def shutdown(timeout: float = 5.0) -> bool:
     def stop() -> None:
         for p in owned:
             remaining_ms = max(0.0, deadline - time.monotonic()) * 1000
-            if isinstance(p, MeterProvider):
+            if isinstance(p, (MeterProvider, MetricReader)):
                 p.shutdown(timeout_millis=remaining_ms)
             else:
                 p.shutdown()  # type: ignore[attr-defined]

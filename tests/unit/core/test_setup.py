@@ -130,9 +130,7 @@ def _closed_port() -> int:
 
 @pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 @pytest.mark.parametrize("target", ["blackhole", "closed"])
-def test_shutdown_is_bounded_when_the_collector_never_answers(
-    blackhole: int, protocol: str, target: str
-) -> None:
+def test_shutdown_is_bounded_when_the_collector_never_answers(blackhole: int, protocol: str, target: str) -> None:
     port = blackhole if target == "blackhole" else _closed_port()
     started = time.monotonic()
     out = subprocess.run(
@@ -152,3 +150,40 @@ def test_shutdown_is_bounded_when_the_collector_never_answers(
     assert result["shutdown_s"] <= 2.5
     assert wall < 20  # interpreter start, sklearn-free import, 5,000 predictions, bounded flush and exit
     assert b"Traceback" not in out.stderr
+
+
+def test_application_owned_meter_provider_gets_the_fast_path_reader() -> None:
+    out = _run(
+        """
+        import json, otel_ml
+        from opentelemetry import metrics
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        app_reader = InMemoryMetricReader()
+        metrics.set_meter_provider(MeterProvider(metric_readers=[app_reader]))
+        otel_ml.configure(service_name="svc")
+        predict = otel_ml.instrument(name="m", output="proba")(lambda x: [[0.2, 0.8]] * len(x))
+        for _ in range(10):
+            predict([[1.0], [2.0], [3.0]])
+        app_names = sorted({m.name for rm in app_reader.get_metrics_data().resource_metrics
+                            for sm in rm.scope_metrics for m in sm.metrics})
+        print(json.dumps(app_names))
+        otel_ml.shutdown(timeout=2)
+        metrics.get_meter_provider().shutdown()
+        """,
+        OTEL_TRACES_EXPORTER="none",
+        OTEL_METRICS_EXPORTER="console",
+        OTEL_ML_SKETCH_INPUTS="false",
+    )
+    first, console = out.split("\n", 1)
+    # the application's own reader sees only the SDK instruments (otel-ml's observable self-metrics) ...
+    assert json.loads(first) == ["otel_ml.telemetry.dropped"]  # internal.errors has no point until an error
+    # ... and otel-ml's added reader exports its aggregated ml.* metrics, exactly once each, with real counts
+    exported, _ = json.JSONDecoder().raw_decode(console.strip())  # the first export (shutdown exports again)
+    names = [m["name"] for rm in exported["resource_metrics"] for sm in rm["scope_metrics"] for m in sm["metrics"]]
+    assert sorted(names) == sorted(
+        ["ml.prediction.duration", "ml.prediction.count", "ml.prediction.class", "ml.prediction.confidence"]
+    )
+    by_name = {m["name"]: m for rm in exported["resource_metrics"] for sm in rm["scope_metrics"] for m in sm["metrics"]}
+    assert by_name["ml.prediction.count"]["data"]["data_points"][0]["value"] == 30
+    assert by_name["ml.prediction.confidence"]["data"]["data_points"][0]["count"] == 30
