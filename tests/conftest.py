@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 os.environ.setdefault("OTEL_ML_STRICT", "1")
@@ -21,6 +22,7 @@ config.reload()
 def tel() -> Iterator[InMemoryTelemetry]:
     """Fresh in-memory providers wired into otel-ml for one test."""
     guard.log.reset()
+    gc.collect()  # models of earlier tests (and their input monitors) are gone before this one starts
     telemetry = InMemoryTelemetry()
     try:
         yield telemetry

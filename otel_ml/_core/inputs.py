@@ -17,7 +17,7 @@ def batch_size(x: object) -> int:
     if isinstance(x, (list, tuple)):
         return len(x)
     module = type(x).__module__
-    if module.startswith(("pandas.", "scipy.sparse", "torch", "numpy")):
+    if module.split(".")[0] in ("pandas", "torch", "numpy") or module.startswith("scipy.sparse"):
         shape = getattr(x, "shape", None)
         if isinstance(shape, tuple):
             return int(shape[0]) if shape else 1

@@ -217,7 +217,7 @@ class InputMonitor:
         if self._warmup is not None:
             need = self.warmup_rows - self._warmup.rows
             self._warmup.add_table(_slice(table, 0, need))
-            if self._warmup.rows < self.warmup_rows:
+            if self._warmup.rows < self.warmup_rows or not self._warmup.features:
                 return
             self.reference = self._warmup.build(source=semconv.REFERENCE_WARMUP)
             self._warmup = None
@@ -234,8 +234,11 @@ class InputMonitor:
             "Input values' rank under the reference CDF",
             semconv.UNIT_INTERVAL_BUCKETS,
         )
+        assert self._schema is not None
+        kinds = dict(zip(*self._schema, strict=True))
         for i, name in enumerate(table.names):
-            feature = self._feature(name, table.kinds[i])
+            ref_kind = ref.features[name].kind if name in ref.features else None
+            feature = self._feature(name, ref_kind or kinds.get(name, table.kinds[i]))
             col = table.column(i)
             ref_f = ref.features.get(name)
             if feature.kind == CATEGORICAL:
@@ -289,7 +292,7 @@ class InputMonitor:
             counts = _rank_counts(cuts, col)
             total = float(counts[:20] @ _RANK_MIDPOINTS)
             nonzero = np.flatnonzero(counts)
-            low, high = nonzero[0] / 20, (nonzero[-1] + 1) / 20
+            low, high = float(nonzero[0]) / 20, float(nonzero[-1] + 1) / 20
             rank.record_counts(counts, total, low, high, *feature.series)
 
     def _categorical(self, feature: _Feature, col: np.ndarray, ref_f: FeatureSketch | None) -> None:

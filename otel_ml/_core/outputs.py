@@ -62,7 +62,7 @@ def to_numpy(out: object) -> np.ndarray | None:
         if str(t.dtype) in ("torch.bfloat16", "torch.float16"):
             t = t.float()
         return np.asarray(t.numpy())
-    if module.startswith("pandas."):
+    if module.split(".")[0] == "pandas":
         return np.asarray(out.to_numpy())  # type: ignore[attr-defined]
     if isinstance(out, (list, tuple)):
         if out and isinstance(out[0], np.ndarray) and out[0].ndim > 1:

@@ -75,6 +75,7 @@ class Worker:
                 with contextlib.suppress(Exception):  # strict mode re-raises: counted; the worker keeps running
                     guard.internal_error("worker", exc)
             finally:
+                del task  # do not keep the last task (and the batch it closes over) alive while idle
                 with self._cond:
                     self._busy -= 1
                     self.completed += 1

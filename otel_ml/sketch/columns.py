@@ -126,13 +126,15 @@ def to_table(x: Any, feature_names: Sequence[object] | None = None, allow_device
     if type(x) is np.ndarray:
         return _matrix(x, feature_names) if x.ndim else Skip("input_scalar")
     module = type(x).__module__
-    if module.startswith("pandas."):
+    if module.split(".")[0] == "pandas":  # "pandas" in pandas 3, "pandas.core.frame" before
         table = _pandas(x)
         if isinstance(table, Table) and feature_names is not None:
             return Table(_names(feature_names, len(table.names)), table.kinds, table.rows, columns=table.columns)
         return table
     if module.startswith("scipy.sparse"):
         return Skip("input_sparse")
+    if isinstance(x, (np.generic, int, float, bool, str)):
+        return Skip("input_scalar")
     if module.startswith("torch"):
         detach = getattr(x, "detach", None)
         if detach is None:

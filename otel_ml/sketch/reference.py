@@ -174,7 +174,7 @@ class ReferenceBuilder:
 
 def _chunks(data: Any, rows: int) -> Iterator[Any]:
     """Row chunks of array-likes (views where possible), so a huge frame is sketched in bounded steps."""
-    if isinstance(data, np.ndarray) or type(data).__module__.startswith("pandas."):
+    if isinstance(data, np.ndarray) or type(data).__module__.split(".")[0] == "pandas":
         n = len(data)
         take = data.iloc if hasattr(data, "iloc") else data
         for start in range(0, max(n, 1), rows):

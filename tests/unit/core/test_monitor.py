@@ -1,0 +1,254 @@
+"""Input monitoring end to end: real data, a real covariate shift, exact counts, hostile inputs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse
+import torch
+from sklearn.datasets import load_breast_cancer
+
+import otel_ml
+from otel_ml import semconv
+from otel_ml._core import runtime
+from otel_ml.testing import InMemoryTelemetry
+
+DATA = load_breast_cancer(as_frame=True)
+X = DATA.data.to_numpy()
+NAMES = list(DATA.data.columns)
+RNG = np.random.default_rng(7)
+# Reference and "production" rows resampled from the same real data: no drift by construction.
+TRAIN = X[RNG.integers(0, len(X), 20_000)]
+LIVE = X[RNG.integers(0, len(X), 5_000)]
+REF = otel_ml.Reference.from_data(TRAIN, feature_names=NAMES)
+
+
+def _by_feature(points: list[Any], method: str | None = None) -> dict[str, Any]:
+    return {
+        p.attributes[semconv.ML_FEATURE_NAME]: p
+        for p in points
+        if method is None or p.attributes.get(semconv.ML_DRIFT_METHOD) == method
+    }
+
+
+def _model(**kwargs: Any) -> Any:
+    return otel_ml.instrument(name="cancer", version="2", output="none", **kwargs)(lambda x: np.zeros(len(x)))
+
+
+def test_no_drift_stays_quiet_and_a_real_shift_is_flagged_on_the_shifted_features_only(tel: InMemoryTelemetry) -> None:
+    events: list[otel_ml.DriftEvent] = []
+    predict = _model(reference=REF, drift_window=5000, on_drift=events.append)
+    predict(LIVE)
+    otel_ml.force_flush()
+    collected = tel.metrics()
+    drift = tel.points(semconv.FEATURE_DRIFT, collected)
+    assert {p.attributes[semconv.ML_DRIFT_METHOD] for p in drift} == {"psi", "ks", "js", "wasserstein"}
+    assert len(drift) == 4 * 30
+    for method, limit in (("psi", 0.2), ("ks", 0.1), ("js", 0.1), ("wasserstein", 0.1)):
+        scores = {f: p.value for f, p in _by_feature(drift, method).items()}
+        assert max(scores.values()) < limit, (method, max(scores.items(), key=lambda kv: kv[1]))
+    assert {p.attributes[semconv.ML_REFERENCE_ID] for p in drift} == {REF.id}
+    (model_drift,) = tel.points(semconv.MODEL_DRIFT, collected)
+    assert model_drift.value == 0.0
+    assert events == []
+
+    shifted = LIVE.copy()
+    moved = ["mean radius", "worst texture", "mean smoothness"]
+    for name in moved:
+        i = NAMES.index(name)
+        shifted[:, i] += 1.5 * TRAIN[:, i].std()
+    predict(shifted)
+    otel_ml.force_flush()
+    collected = tel.metrics()
+    psi = {f: p.value for f, p in _by_feature(tel.points(semconv.FEATURE_DRIFT, collected), "psi").items()}
+    assert sorted(f for f, v in psi.items() if v > 0.2) == sorted(moved)
+    (model_drift,) = tel.points(semconv.MODEL_DRIFT, collected)
+    assert model_drift.value == pytest.approx(3 / 30)
+    assert sorted(e.feature for e in events) == sorted(moved)  # once per crossing
+    assert all(e.method == "psi" and e.score > 0.2 and e.reference_id == REF.id for e in events)
+
+    predict(shifted[:10])  # the queued events ride on the next predict span, once
+    predict(shifted[:10])
+    spans = tel.spans()
+    detected = [e for e in spans[-2].events if e.name == semconv.DRIFT_EVENT]
+    assert sorted(e.attributes[semconv.ML_FEATURE_NAME] for e in detected) == sorted(moved)  # type: ignore[index]
+    assert [e for e in spans[-1].events if e.name == semconv.DRIFT_EVENT] == []
+    assert spans[-1].attributes[semconv.ML_REFERENCE_ID] == REF.id  # type: ignore[index]
+    assert spans[-1].attributes[semconv.ML_REFERENCE_SOURCE] == "training"  # type: ignore[index]
+
+
+def test_rank_histogram_and_quality_counters_are_exact(tel: InMemoryTelemetry) -> None:
+    predict = _model(reference=REF)
+    batch = LIVE[:1000].copy()
+    i_nan, i_out = NAMES.index("mean area"), NAMES.index("mean texture")
+    batch[:17, i_nan] = np.nan
+    batch[100:105, i_out] = REF.features["mean texture"].max + 1.0
+    batch[105:108, i_out] = REF.features["mean texture"].min - 1.0
+    for k in range(0, 1000, 100):  # batches above and below the buffer size, and single rows
+        predict(batch[k : k + 100])
+    for row in LIVE[1000:1300]:
+        predict(row[None, :])
+    otel_ml.force_flush()
+    collected = tel.metrics()
+    ranks = _by_feature(tel.points(semconv.FEATURE_RANK, collected))
+    assert set(ranks) == set(NAMES)
+    assert ranks["mean area"].count == 1300 - 17
+    assert ranks["mean radius"].count == 1300
+    assert sum(ranks["mean radius"].bucket_counts) == 1300
+    assert list(ranks["mean radius"].explicit_bounds) == list(semconv.UNIT_INTERVAL_BUCKETS)
+    # resampled from the reference's own data: every 5 % bucket holds 5 % (sampling noise only)
+    shares = np.array(ranks["worst area"].bucket_counts[:20]) / 1300
+    assert np.abs(shares - 0.05).max() < 0.03
+    assert _by_feature(tel.points(semconv.FEATURE_MISSING, collected))["mean area"].value == 17
+    out = _by_feature(tel.points(semconv.FEATURE_OUT_OF_RANGE, collected))
+    assert out["mean texture"].value == 8
+    assert set(out) == {"mean texture"}  # resampled rows never leave the reference range
+    assert runtime.get().drops().get("queue_full", 0) == 0
+
+
+def test_without_a_reference_the_first_rows_become_a_warmup_reference(tel: InMemoryTelemetry) -> None:
+    predict = _model(feature_names=NAMES, monitor=otel_ml.MonitorOptions(warmup_rows=500))
+    predict(LIVE[:300])
+    otel_ml.force_flush()
+    assert tel.points(semconv.FEATURE_DRIFT) == []
+    assert semconv.ML_REFERENCE_ID not in (tel.spans()[-1].attributes or {})
+    predict(LIVE[300:900])
+    otel_ml.force_flush()
+    predict(LIVE[:1])
+    otel_ml.force_flush()
+    attrs = tel.spans()[-1].attributes or {}
+    assert attrs[semconv.ML_REFERENCE_SOURCE] == "warmup"
+    collected = tel.metrics()
+    ranks = _by_feature(tel.points(semconv.FEATURE_RANK, collected))
+    assert ranks["mean radius"].count == 400 + 1  # rows after the 500 warm-up rows
+    drift = tel.points(semconv.FEATURE_DRIFT, collected)
+    assert {p.attributes[semconv.ML_REFERENCE_SOURCE] for p in drift} == {"warmup"}
+    assert {p.attributes[semconv.ML_REFERENCE_ID] for p in drift} == {attrs[semconv.ML_REFERENCE_ID]}
+
+
+def _frame(n: int, colors: list[str]) -> pd.DataFrame:
+    rng = np.random.default_rng(n)
+    return pd.DataFrame(
+        {
+            "amount": rng.lognormal(3, 1, n),
+            "color": pd.Categorical(rng.choice(colors, n, p=[0.6, 0.3, 0.1][: len(colors)])),
+            "count": pd.array(rng.integers(0, 5, n), dtype="Int64"),
+        }
+    )
+
+
+def test_categorical_features_from_pandas(tel: InMemoryTelemetry) -> None:
+    ref = otel_ml.Reference.from_data(_frame(5000, ["red", "green", "blue"]))
+    predict = _model(reference=ref)
+    live = _frame(2000, ["red", "green", "blue"])
+    live.loc[:9, "color"] = np.nan
+    live["color"] = live["color"].cat.add_categories(["purple"])
+    live.loc[10:14, "color"] = "purple"
+    live.loc[20:22, "count"] = pd.NA
+    predict(live)
+    otel_ml.force_flush()
+    collected = tel.metrics()
+    cats = {p.attributes[semconv.ML_FEATURE_CATEGORY]: p.value for p in tel.points(semconv.FEATURE_CATEGORY, collected)}
+    expected = live["color"].value_counts()
+    assert cats == {
+        "top1": expected["red"],
+        "top2": expected["green"],
+        "top3": expected["blue"],
+        "__unseen__": 5,
+    }
+    assert "purple" not in repr(collected)  # raw category values are opt-in
+    missing = _by_feature(tel.points(semconv.FEATURE_MISSING, collected))
+    assert missing["color"].value == 10 and missing["count"].value == 3
+    assert _by_feature(tel.points(semconv.FEATURE_UNSEEN_CATEGORY, collected))["color"].value == 5
+    chi2 = _by_feature(tel.points(semconv.FEATURE_DRIFT, collected), "chi2")
+    assert chi2["color"].value < 0.01  # purple and missing reds: a real change in the mix
+
+
+def test_category_values_are_exported_only_when_opted_in(tel: InMemoryTelemetry) -> None:
+    ref = otel_ml.Reference.from_data(_frame(3000, ["red", "green", "blue"]))
+    predict = _model(reference=ref, monitor=otel_ml.MonitorOptions(capture_categories=True))
+    predict(_frame(300, ["red", "green", "blue"]))
+    otel_ml.force_flush()
+    labels = {p.attributes[semconv.ML_FEATURE_CATEGORY] for p in tel.points(semconv.FEATURE_CATEGORY)}
+    assert labels == {"red", "green", "blue"}
+
+
+def test_sketching_can_be_turned_off(tel: InMemoryTelemetry) -> None:
+    predict = _model(reference=REF, sketch_inputs=False)
+    predict(LIVE[:100])
+    otel_ml.force_flush()
+    assert not [n for n in tel.metrics() if n.startswith("ml.feature.")]
+    assert semconv.ML_REFERENCE_ID not in (tel.spans()[0].attributes or {})
+
+
+def test_a_reference_path_is_loaded_at_instrumentation_time(tel: InMemoryTelemetry, tmp_path: Any) -> None:
+    path = tmp_path / "ref.json"
+    REF.save(path)
+    predict = _model(reference=str(path))
+    predict(LIVE[:5])
+    assert tel.spans()[0].attributes[semconv.ML_REFERENCE_ID] == REF.id  # type: ignore[index]
+    with pytest.raises(FileNotFoundError):
+        _model(reference=str(tmp_path / "missing.json"))
+
+
+def test_a_failing_drift_callback_never_reaches_the_caller(tel: InMemoryTelemetry) -> None:
+    def callback(event: otel_ml.DriftEvent) -> None:
+        raise RuntimeError("retraining service down")
+
+    predict = _model(reference=REF, on_drift=callback)
+    shifted = LIVE[:2000] * 3.0
+    predict(shifted)
+    otel_ml.force_flush()
+    assert _by_feature(tel.points(semconv.FEATURE_DRIFT), "psi")["mean radius"].value > 0.2
+
+
+HOSTILE: dict[str, tuple[Any, int, str | None]] = {
+    # name: (input, rows expected in the rank histogram of feature f0 (-1: no sketch), drop reason or None)
+    "nan and inf": (np.array([[np.nan, 1.0], [np.inf, 2.0], [-np.inf, 3.0], [0.5, 4.0]]), 3, None),
+    "object mix": (np.array([[None, 1.0], ["a", 2.0], [[1, 2], 3.0], [0.5, 4.0]], dtype=object), 1, None),
+    "empty batch": (np.empty((0, 2)), -1, None),
+    "1-D": (np.array([0.1, 0.2, 0.3]), -1, "input_shape_changed"),
+    "0-d": (np.float64(3.0), -1, "input_scalar"),
+    "3-D": (np.zeros((2, 2, 2)), -1, "input_ndim"),
+    "sparse": (
+        scipy.sparse.csr_matrix(([1.0, 2.0], ([3, 99_999], [5, 99_998])), shape=(100_000, 100_000)),
+        -1,
+        "input_sparse",
+    ),
+    "torch": (torch.tensor([[0.1, 0.2], [0.3, 0.4]], requires_grad=True).t(), 2, None),
+    "list of dicts": ([{"a": 1}], -1, "input_type"),
+    "generator": ((r for r in [[1.0, 2.0]]), -1, "input_type"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_inputs_give_exact_counts_or_a_counted_skip(tel: InMemoryTelemetry, case: str) -> None:
+    x, ranked, reason = HOSTILE[case]
+    ref = otel_ml.Reference.from_data(np.random.default_rng(0).normal(size=(500, 2)))
+    result = np.array([7.0])
+    predict = otel_ml.instrument(name="h", output="none", reference=ref)(lambda x: result)
+    predict(np.zeros((1, 2)))  # fixes the 2-feature schema
+    before = dict(runtime.get().drops())
+    grad_before = (x.requires_grad, x.grad_fn) if isinstance(x, torch.Tensor) else None
+    assert predict(x) is result
+    otel_ml.force_flush()
+    drops = {k: v - before.get(k, 0) for k, v in runtime.get().drops().items() if v - before.get(k, 0)}
+    assert drops == ({reason: 1} if reason else {})
+    ranks = _by_feature(tel.points(semconv.FEATURE_RANK))
+    assert ranks["f0"].count == 1 + max(ranked, 0)
+    if isinstance(x, torch.Tensor):
+        assert (x.requires_grad, x.grad_fn) == grad_before
+
+
+def test_column_count_changes_and_feature_limit_are_counted(tel: InMemoryTelemetry) -> None:
+    predict = _model(monitor=otel_ml.MonitorOptions(max_features=3, warmup_rows=10))
+    predict(np.zeros((20, 5)))
+    predict(np.zeros((20, 4)))
+    otel_ml.force_flush()
+    drops = runtime.get().drops()
+    assert drops.get("feature_limit", 0) >= 2 and drops.get("input_shape_changed", 0) >= 1
+    ranks = _by_feature(tel.points(semconv.FEATURE_RANK))
+    assert set(ranks) == {"f0", "f1", "f2"}
