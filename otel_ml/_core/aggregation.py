@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -186,6 +186,11 @@ class VectorHistogram:
             s.low = low if low < s.low else s.low
             s.high = high if high > s.high else s.high
 
+    def totals(self) -> list[tuple[Attributes, int, float]]:
+        """(attributes, count, sum) of every series: what derived metrics (e.g. windowed means) read."""
+        with self._lock:
+            return [(s.attributes, s.n, s.total) for s in self._series.values()]
+
     def snapshot(self, now_ns: int) -> Metric | None:
         """Every series as one cumulative SDK ``Metric`` (``None`` before the first value)."""
         with self._lock:
@@ -316,6 +321,7 @@ class Aggregator:
         self._instruments: dict[str, Instrument] = {}
         self._lock = threading.Lock()
         self._sinks = 0
+        self._derivers: list[Callable[[], None]] = []
         self.merging = False
         self.fallback: FallbackSink | None = None
 
@@ -343,6 +349,11 @@ class Aggregator:
                 inst = self._instruments[name] = VectorGauge(self, name, unit, description)
             return inst
 
+    def add_deriver(self, derive: Callable[[], None]) -> None:
+        """Run ``derive`` before every collection (it may set gauges computed from other instruments)."""
+        with self._lock:
+            self._derivers.append(derive)
+
     def attach(self) -> None:
         """A sink (exporter or reader) now merges this aggregation into its exports."""
         with self._lock:
@@ -356,6 +367,10 @@ class Aggregator:
 
     def metrics(self) -> list[Metric]:
         """Cumulative snapshots of every instrument that has data."""
+        with self._lock:
+            derivers = list(self._derivers)
+        for derive in derivers:
+            derive()
         now = time.time_ns()
         with self._lock:
             instruments = list(self._instruments.values())

@@ -29,6 +29,7 @@ from otel_ml._core import guard, runtime
 from otel_ml._core.attributes import text
 from otel_ml.drift import metrics as drift
 from otel_ml.drift.window import SlidingWindow
+from otel_ml.sketch import parallel
 from otel_ml.sketch.columns import CATEGORICAL, Skip, Table, to_table
 from otel_ml.sketch.feature import FeatureKind, FeatureSketch
 from otel_ml.sketch.quantile import rank_buckets
@@ -134,6 +135,7 @@ class InputMonitor:
         self._model_attrs = dict(metric_attributes)
         self._lock = threading.Lock()
         self._schema: tuple[list[str], list[str]] | None = None
+        self._matrix_width = 0  # > 0 once numpy matrices of this width map onto the schema directly
         self._buffer: np.ndarray | None = None
         self._filled = 0
         self._features: dict[str, _Feature] = {}
@@ -149,6 +151,16 @@ class InputMonitor:
     # -- caller side -----------------------------------------------------------------------------------
     def observe(self, x: object) -> None:
         """Take one call's input (on the caller's thread): buffer rows, hand full batches to the worker."""
+        width = self._matrix_width
+        if width and type(x) is np.ndarray and x.ndim == 2 and x.shape[1] == width and x.dtype.kind == "f":
+            # the hot path: a float matrix with the schema already known (names came from the first call)
+            rows = x.shape[0]
+            self.rows_observed += rows
+            if rows < config.settings.sketch_buffer_rows:
+                self._buffer_rows(x)
+            else:
+                self._submit_matrix(np.array(x, dtype=np.float64))
+            return
         table = to_table(x, self._names or (self.reference.feature_names if self.reference else None))
         if isinstance(table, Skip):
             runtime.get().count_drop(table.reason)
@@ -159,6 +171,8 @@ class InputMonitor:
         if self._schema is None:
             with self._lock:
                 self._schema = self._schema or (table.names[: self.max_features], table.kinds[: self.max_features])
+                if table.matrix is not None and type(x) is np.ndarray and len(table.names) <= self.max_features:
+                    self._matrix_width = len(table.names)
         if schema[0][: self.max_features] != self._schema[0]:
             runtime.get().count_drop(semconv.DROP_SHAPE_CHANGED)
             return
@@ -234,18 +248,24 @@ class InputMonitor:
             "Input values' rank under the reference CDF",
             semconv.UNIT_INTERVAL_BUCKETS,
         )
-        assert self._schema is not None
-        kinds = dict(zip(*self._schema, strict=True))
+        kinds = dict(zip(*self._schema, strict=True)) if self._schema is not None else {}
+        table = table.by_column()
+        work = []
         for i, name in enumerate(table.names):
             ref_kind = ref.features[name].kind if name in ref.features else None
-            feature = self._feature(name, ref_kind or kinds.get(name, table.kinds[i]))
+            work.append((self._feature(name, ref_kind or kinds.get(name, table.kinds[i])), i))
+
+        def one(item: tuple[_Feature, int]) -> None:
+            feature, i = item
             col = table.column(i)
-            ref_f = ref.features.get(name)
+            ref_f = ref.features.get(feature.name)
             if feature.kind == CATEGORICAL:
                 self._categorical(feature, col, ref_f)
             else:
                 self._numeric(feature, col, ref_f, ref, rank)
             feature.window.update(col)
+
+        parallel.for_each(one, work, table.rows * len(work), config.settings.sketch_threads)
         self.rows_processed += table.rows
         self._rows_since_drift += table.rows
         self._update_drift(force=False)

@@ -31,6 +31,12 @@ class Table:
     matrix: np.ndarray | None = None
     columns: list[np.ndarray] | None = None
 
+    def by_column(self) -> Table:
+        """The same table with each feature contiguous in memory (one transpose instead of strided passes)."""
+        if self.matrix is None or self.matrix.shape[1] < 2 or self.matrix.flags.f_contiguous:
+            return self
+        return Table(self.names, self.kinds, self.rows, matrix=np.asfortranarray(self.matrix))
+
     def column(self, i: int) -> np.ndarray:
         """Feature ``i`` as a 1-D array (a view into ``matrix`` on the fast path)."""
         if self.matrix is not None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from otel_ml.sketch import parallel
 from otel_ml.sketch.columns import Skip, Table, to_table
 from otel_ml.sketch.feature import FeatureSketch
 from otel_ml.sketch.quantile import RankCuts
@@ -142,9 +143,16 @@ class Reference:
 class ReferenceBuilder:
     """Accumulates batches into per-feature sketches (the first batch fixes the feature set)."""
 
-    def __init__(self, feature_names: Sequence[str] | None = None, *, max_features: int = DEFAULT_MAX_FEATURES):
+    def __init__(
+        self,
+        feature_names: Sequence[str] | None = None,
+        *,
+        max_features: int = DEFAULT_MAX_FEATURES,
+        threads: int | None = None,
+    ):
         self._names = list(feature_names) if feature_names is not None else None
         self._max = max_features
+        self._threads = parallel.default_threads() if threads is None else threads
         self.features: dict[str, FeatureSketch] = {}
         self.rows = 0
 
@@ -160,10 +168,10 @@ class ReferenceBuilder:
         if not self.features:
             for name, kind in list(zip(table.names, table.kinds, strict=True))[: self._max]:
                 self.features[name] = FeatureSketch("numeric" if kind == "numeric" else "categorical")
-        for i, name in enumerate(table.names[: self._max]):
-            sketch = self.features.get(name)
-            if sketch is not None:
-                sketch.update(table.column(i))
+        table = table.by_column()
+        work = [(self.features[name], i) for i, name in enumerate(table.names[: self._max]) if name in self.features]
+        parallel.for_each(lambda item: item[0].update(table.column(item[1])), work, table.rows * len(work),
+                          self._threads)
         self.rows += table.rows
 
     def build(self, *, source: str = "training", metadata: dict[str, Any] | None = None) -> Reference:
