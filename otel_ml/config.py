@@ -8,6 +8,7 @@ service name, exemplar filter, export interval) are read by the OpenTelemetry SD
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -73,7 +74,7 @@ class Settings:
     max_features: int = 100
     capture_categories: bool = False
     sketch_buffer_rows: int = 256
-    sketch_threads: int = 2
+    sketch_threads: int = min(2, os.cpu_count() or 1)
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -98,7 +99,7 @@ def _number(env: Mapping[str, str], name: str, default: float, low: float, cast:
     except ValueError:
         _log.warning("otel_ml: ignoring %s=%r (not a number); using %s", name, raw, default)
         return default
-    if value < low:
+    if not math.isfinite(value) or value < low:
         _log.warning("otel_ml: ignoring %s=%r (below %s); using %s", name, raw, low, default)
         return default
     return value

@@ -65,6 +65,8 @@ def histogram_quantile(q: float, bounds: Sequence[float], counts: Sequence[int])
         if cumulative + c >= rank and c > 0:
             if i == len(bounds):  # the +Inf bucket: the highest finite bound, as Prometheus does
                 return float(bounds[-1])
+            if i == 0 and bounds[0] <= 0:  # no lower bound to interpolate from: Prometheus returns the bound
+                return float(bounds[0])
             lower = 0.0 if i == 0 else float(bounds[i - 1])
             return lower + (float(bounds[i]) - lower) * (rank - cumulative) / c
         cumulative += c

@@ -434,6 +434,8 @@ class DeltaState:
                                 count=p.count - prev.count,
                                 sum=p.sum - prev.sum,
                                 bucket_counts=counts,
+                                min=None,  # OTLP min/max cover the point's own window; only cumulative ones are kept
+                                max=None,
                             )
                         )
                 elif isinstance(p, NumberDataPoint) and isinstance(prev, NumberDataPoint) and p.value != prev.value:

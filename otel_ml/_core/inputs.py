@@ -25,8 +25,7 @@ def batch_size(x: object) -> int:
             return int(shape[0])  # type: ignore[index]
         except (TypeError, IndexError):
             return 1
-    if isinstance(x, dict) and x:
+    if isinstance(x, dict) and x:  # a dict of columns (or tokenizer output): the first column's length
         first = next(iter(x.values()))
-        if isinstance(first, (list, tuple)) or type(first) is np.ndarray:
-            return batch_size(first)
+        return 1 if isinstance(first, dict) else batch_size(first)
     return 1

@@ -97,6 +97,8 @@ def analyze(out: object, kind: str, classes: Sequence[object] | None, task: str 
         arr = arr.reshape(1)
     if kind == AUTO:
         kind = _guess(arr, task)
+        if kind == NONE:
+            return EMPTY
     if kind == LABELS:
         return Analysis(class_counts=_label_counts(arr.reshape(-1) if arr.ndim > 1 and arr.shape[1] == 1 else arr))
     if kind == REGRESSION:
@@ -163,7 +165,8 @@ def _label_counts(labels: np.ndarray) -> list[tuple[object, int]] | None:
     if labels.ndim != 1:
         return None
     if labels.size == 1:
-        return [(labels[0], 1)]
+        label = labels[0]
+        return [(label if getattr(type(label), "__hash__", None) is not None else "__unhashable__", 1)]
     if labels.dtype == object:
         counts: dict[object, int] = {}
         for v in labels.tolist():

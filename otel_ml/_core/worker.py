@@ -66,6 +66,7 @@ class Worker:
                 while not self._queue and not self._closed:
                     self._cond.wait()
                 if not self._queue:
+                    self._thread = None  # closed and empty: a later reopen() + submit() starts a new thread
                     return
                 task = self._queue.popleft()
                 self._busy += 1
