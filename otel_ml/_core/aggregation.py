@@ -426,18 +426,16 @@ class DeltaState:
                     points.append(p)
                 elif isinstance(p, HistogramDataPoint) and isinstance(prev, HistogramDataPoint):
                     if p.count != prev.count:
-                        counts = [a - b for a, b in zip(p.bucket_counts, prev.bucket_counts, strict=True)]
-                        points.append(
-                            replace(
-                                p,
-                                start_time_unix_nano=prev.time_unix_nano,
-                                count=p.count - prev.count,
-                                sum=p.sum - prev.sum,
-                                bucket_counts=counts,
-                                min=None,  # OTLP min/max cover the point's own window; only cumulative ones are kept
-                                max=None,
-                            )
-                        )
+                        changes: dict[str, Any] = {
+                            "start_time_unix_nano": prev.time_unix_nano,
+                            "count": p.count - prev.count,
+                            "sum": p.sum - prev.sum,
+                            "bucket_counts": [a - b for a, b in zip(p.bucket_counts, prev.bucket_counts, strict=True)],
+                            # OTLP min/max cover the point's own window; only cumulative extremes are kept: omit them
+                            "min": None,
+                            "max": None,
+                        }
+                        points.append(replace(p, **changes))
                 elif isinstance(p, NumberDataPoint) and isinstance(prev, NumberDataPoint) and p.value != prev.value:
                     points.append(replace(p, start_time_unix_nano=prev.time_unix_nano, value=p.value - prev.value))
             if points:
