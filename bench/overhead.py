@@ -7,10 +7,12 @@ metric reader whose exporters discard), and printed as per-call medians and rati
 (a) bare ``LogisticRegression.predict_proba`` over 20 features
 (b) hand-written wrapper: one span + one ``Histogram.record`` + one ``Counter.add``
 (c) ``@otel_ml.instrument``: span with model attributes and prediction id, duration + count, per-row
-    confidence histogram (vectorised), predicted-class counts
+    confidence histogram (vectorised), predicted-class counts (input sketching off: issue #2's scope)
+(c+) the same with input sketching on (feature sketches, ranks, drift; issue #3), for reference
 (d) ``@otel_ml.instrument`` with ``OTEL_ML_DISABLED=true``
 
-Targets (issue #2): (c)-(a) <= 1.5 x (b)-(a) for one row and <= 2 x for 1,000 rows; (d)-(a) < 1 µs.
+Targets (issue #2): (c)-(a) <= 1.5 x (b)-(a) for one row and <= 2 x for 1,000 rows; (d)-(a) < 1 µs, measured on a
+no-op model where a sub-microsecond difference is visible (on LogisticRegression it is below the noise).
 """
 
 from __future__ import annotations
@@ -102,16 +104,31 @@ def report(title: str, med: dict[str, float], target: float) -> bool:
     bare = med["bare"]
     hand = med["hand-written"] - bare
     ours = med["otel_ml"] - bare
-    off = med["disabled"] - bare
-    print(f"\n{title}")
+    print(f"\n{title}  (median µs per call)")
     for name, value in med.items():
-        print(f"  {name:<13} {value:10.2f} µs/call   (+{value - bare:8.2f} µs over bare)")
+        print(f"  {name:<13} {value:10.2f} µs   (+{value - bare:8.2f} µs over bare)")
     ratio = ours / hand if hand > 0 else float("inf")
-    ok_ratio = ratio <= target
-    ok_off = off < 1.0
-    print(f"  ratio (c-a)/(b-a) = {ratio:.2f}  target <= {target}  {'OK' if ok_ratio else 'MISSED'}")
-    print(f"  disabled overhead (d-a) = {off:.3f} µs  target < 1 µs  {'OK' if ok_off else 'MISSED'}")
-    return ok_ratio and ok_off
+    ok = ratio <= target
+    print(f"  ratio (c-a)/(b-a) = {ratio:.2f}   target <= {target}   {'OK' if ok else 'MISSED'}")
+    plus = (med["otel_ml+sketch"] - bare) / hand if hand > 0 else float("inf")
+    print(f"  with input sketching (c+ - a)/(b-a) = {plus:.2f}   (informational; sketching work is amortised)")
+    return ok
+
+
+def pass_through(rounds: int) -> bool:
+    """(d)-(a) measured where it is visible: a no-op model, bare vs wrapped with OTEL_ML_DISABLED=true."""
+
+    def noop(x: Any) -> Any:
+        return x
+
+    wrapped = otel_ml.instrument(name="noop")(noop)
+    med = measure({"bare": noop, "disabled": wrapped}, [1.0], calls=20000, rounds=rounds)
+    off = med["disabled"] - med["bare"]
+    ok = off < 1.0
+    print("\ndisabled pass-through on a no-op model  (median µs per call)")
+    print(f"  bare {med['bare']:.3f} µs   disabled wrapper {med['disabled']:.3f} µs")
+    print(f"  (d-a) = {off:.3f} µs   target < 1 µs   {'OK' if ok else 'MISSED'}")
+    return ok
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -128,14 +145,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     x_train, y_train = make_classification(n_samples=5000, n_features=20, n_informative=10, random_state=0)
     model = LogisticRegression(max_iter=1000).fit(x_train, y_train)
-    ours = otel_ml.instrument(name="bench", version="1", operation="predict_proba")(model.predict_proba)
-    variants = {"bare": model.predict_proba, "hand-written": hand_written(model), "otel_ml": ours, "disabled": ours}
+    ours = otel_ml.instrument(name="bench", version="1", operation="predict_proba", sketch_inputs=False)(
+        model.predict_proba
+    )
+    sketching = otel_ml.instrument(name="bench-sketch", version="1", operation="predict_proba", sketch_inputs=True)(
+        model.predict_proba
+    )
+    variants = {
+        "bare": model.predict_proba,
+        "hand-written": hand_written(model),
+        "otel_ml": ours,
+        "otel_ml+sketch": sketching,
+        "disabled": ours,
+    }
 
     print(f"otel-ml overhead benchmark: LogisticRegression, 20 features, {rounds} interleaved rounds")
-    single = measure(variants, x_train[:1], calls=1000 if args.quick else 2000, rounds=rounds)
-    batch = measure(variants, x_train[:1000], calls=100 if args.quick else 300, rounds=rounds)
+    single = measure(variants, x_train[:1], calls=300 if args.quick else 1000, rounds=rounds)
+    batch = measure(variants, x_train[:1000], calls=50 if args.quick else 200, rounds=rounds)
     ok = report("single row (1 x 20)", single, 1.5)
     ok = report("batch (1,000 x 20)", batch, 2.0) and ok
+    ok = pass_through(rounds) and ok
     otel_ml.shutdown(timeout=5)
     print("\nall targets met" if ok else "\nsome targets missed")
     return 0
