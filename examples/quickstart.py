@@ -63,6 +63,7 @@ def main() -> None:
     where = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4317") if exporting else "nowhere (no collector)"
     print(f"otel-ml quickstart: {calls} predict calls in {elapsed:.2f}s, exporting to {where}")
     print(f"last ml.prediction.id: {otel_ml.last_prediction_id()}")
+    otel_ml.force_flush()  # finish the input sketches and drift scores before reading them
     print(summary.render())
     otel_ml.shutdown(timeout=5)
 

@@ -95,6 +95,8 @@ def render(metrics: dict[str, Metric]) -> str:
         semconv.PREDICTION_COUNT,
         semconv.PREDICTION_CONFIDENCE,
         semconv.PREDICTION_CLASS,
+        semconv.MODEL_DRIFT,
+        semconv.FEATURE_DRIFT,
     ):
         metric = metrics.get(name)
         for p in metric.data.data_points if metric is not None else []:
@@ -134,4 +136,19 @@ def render(metrics: dict[str, Metric]) -> str:
         if classes:
             shown = ", ".join(f"{k}: {v}" for k, v in sorted(classes.items(), key=lambda kv: -kv[1]))
             lines.append(f"  classes   {shown}")
+        for p in data[semconv.MODEL_DRIFT]:
+            attrs = p.attributes or {}
+            psi = sorted(
+                (
+                    (q.value, (q.attributes or {}).get(semconv.ML_FEATURE_NAME))
+                    for q in data[semconv.FEATURE_DRIFT]
+                    if (q.attributes or {}).get(semconv.ML_DRIFT_METHOD) == "psi"
+                ),
+                key=lambda t: -t[0],
+            )[:3]
+            top = ", ".join(f"{name} {value:.3f}" for value, name in psi)
+            lines.append(
+                f"  drift     {p.value:.0%} of features drifted vs reference {attrs.get(semconv.ML_REFERENCE_ID)}"
+                f" ({attrs.get(semconv.ML_REFERENCE_SOURCE)}); highest PSI: {top}"
+            )
     return "\n".join(lines)
