@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from opentelemetry.sdk.metrics import Exemplar
@@ -311,6 +311,7 @@ class VectorGauge:
 
 
 Instrument = VectorHistogram | VectorCounter | VectorGauge
+InstrumentT = TypeVar("InstrumentT", VectorHistogram, VectorCounter, VectorGauge)
 
 
 class Aggregator:
@@ -325,29 +326,24 @@ class Aggregator:
         self.merging = False
         self.fallback: FallbackSink | None = None
 
-    def histogram(self, name: str, unit: str, description: str, bounds: Sequence[float]) -> VectorHistogram:
-        """The histogram ``name`` (created on first use)."""
+    def _get(self, name: str, kind: type[InstrumentT], make: Callable[[], InstrumentT]) -> InstrumentT:
         with self._lock:
             inst = self._instruments.get(name)
-            if not isinstance(inst, VectorHistogram):
-                inst = self._instruments[name] = VectorHistogram(self, name, unit, description, bounds)
+            if not isinstance(inst, kind):
+                inst = self._instruments[name] = make()
             return inst
+
+    def histogram(self, name: str, unit: str, description: str, bounds: Sequence[float]) -> VectorHistogram:
+        """The histogram ``name`` (created on first use)."""
+        return self._get(name, VectorHistogram, lambda: VectorHistogram(self, name, unit, description, bounds))
 
     def counter(self, name: str, unit: str, description: str) -> VectorCounter:
         """The counter ``name`` (created on first use)."""
-        with self._lock:
-            inst = self._instruments.get(name)
-            if not isinstance(inst, VectorCounter):
-                inst = self._instruments[name] = VectorCounter(self, name, unit, description)
-            return inst
+        return self._get(name, VectorCounter, lambda: VectorCounter(self, name, unit, description))
 
     def gauge(self, name: str, unit: str, description: str) -> VectorGauge:
         """The gauge ``name`` (created on first use)."""
-        with self._lock:
-            inst = self._instruments.get(name)
-            if not isinstance(inst, VectorGauge):
-                inst = self._instruments[name] = VectorGauge(self, name, unit, description)
-            return inst
+        return self._get(name, VectorGauge, lambda: VectorGauge(self, name, unit, description))
 
     def add_deriver(self, derive: Callable[[], None]) -> None:
         """Run ``derive`` before every collection (it may set gauges computed from other instruments)."""
