@@ -64,17 +64,13 @@ class Progress:
             self.stream.flush()
 
 
-def _large_on_tty(path: str) -> bool:
-    return sys.stderr.isatty() and os.path.getsize(path) >= LARGE_FILE_BYTES
-
-
 def _one_line(exc: BaseException) -> str:
     text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
     return " ".join(text.split())
 
 
 # -- readers: each yields chunks that ReferenceBuilder.add accepts ------------------------------------------
-Reader = Callable[[str, "list[str] | None", int, Progress], Iterator[Any]]
+Reader = Callable[[str, list[str] | None, int, Progress], Iterator[Any]]
 
 
 def _read_csv(path: str, features: list[str] | None, chunk_rows: int, progress: Progress) -> Iterator[Any]:
@@ -111,11 +107,8 @@ def _read_csv_stdlib(path: str, features: list[str] | None, chunk_rows: int, pro
                 done += len(raw)
 
         reader = csv.reader(lines())
-        header = next(reader, [])
-        header = [h if h not in header[:i] else f"{h}.{header[:i].count(h)}" for i, h in enumerate(header)]
-        missing = [f for f in features or [] if f not in header]
-        if missing:
-            raise CliError(f"{path}: no column(s) {', '.join(missing)}")
+        header = _dedupe(next(reader, []))
+        _check_columns(path, features, header)
         pick = [header.index(f) for f in features] if features else range(len(header))
         rows = (r for r in reader if r)  # blank lines are skipped, as pandas does
         numeric: dict[int, bool] = {}
@@ -125,6 +118,22 @@ def _read_csv_stdlib(path: str, features: list[str] | None, chunk_rows: int, pro
             cols = list(zip(*(r + [""] * (len(header) - len(r)) for r in block), strict=True))
             yield {header[i]: _column(cols[i], numeric, i) for i in pick}
             progress.update(done)
+
+
+def _dedupe(names: list[str]) -> list[str]:
+    """Repeated header names get ``.1``, ``.2``... as pandas does."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in names:
+        out.append(f"{name}.{seen[name]}" if name in seen else name)
+        seen[name] = seen.get(name, 0) + 1
+    return out
+
+
+def _check_columns(path: str, features: list[str] | None, names: Sequence[str]) -> None:
+    missing = [f for f in features or [] if f not in names]
+    if missing:
+        raise CliError(f"{path}: no column(s) {', '.join(map(repr, missing))}")
 
 
 def _column(values: Sequence[str], numeric: dict[int, bool], i: int) -> np.ndarray:
@@ -153,8 +162,8 @@ def _read_npy(path: str, features: list[str] | None, chunk_rows: int, progress: 
     """Row slices of a memory-mapped ``.npy`` array (1-D: one feature, 2-D: one feature per column)."""
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, EOFError) as exc:
-        raise CliError(f"cannot read {path}: not a readable .npy array ({_one_line(exc)})") from None
+    except (ValueError, EOFError):
+        raise CliError(f"cannot read {path}: not a valid .npy array file") from None
     if not isinstance(arr, np.ndarray) or arr.ndim not in (1, 2):
         raise CliError(f"{path}: expected a 1-D or 2-D array, got shape {getattr(arr, 'shape', '?')}")
     if features and len(features) != (arr.shape[1] if arr.ndim == 2 else 1):
@@ -172,6 +181,7 @@ def _read_parquet(path: str, features: list[str] | None, chunk_rows: int, progre
     except ImportError:
         raise CliError("reading .parquet files needs pyarrow: pip install pyarrow") from None
     pf = pq.ParquetFile(path)
+    _check_columns(path, features, pf.schema_arrow.names)
     progress.start(pf.metadata.num_rows, "rows")
     done = 0
     for batch in pf.iter_batches(batch_size=chunk_rows, columns=features):
@@ -196,8 +206,10 @@ def _build(args: argparse.Namespace) -> int:
     features = [f.strip() for f in args.features.split(",") if f.strip()] if args.features else None
     builder = ReferenceBuilder(features if ext == ".npy" else None, max_features=args.max_features)
     try:
-        forced = args.progress  # --progress / --no-progress / None: only for large files on a terminal
-        progress = Progress(forced if forced is not None else _large_on_tty(path))
+        auto = args.progress is None  # neither --progress nor --no-progress: large files on a terminal only
+        progress = Progress(
+            sys.stderr.isatty() and os.path.getsize(path) >= LARGE_FILE_BYTES if auto else args.progress
+        )
         try:
             for chunk in reader(path, features, args.chunk_rows, progress):
                 got = builder.add(chunk)
@@ -206,6 +218,8 @@ def _build(args: argparse.Namespace) -> int:
         finally:
             progress.close()
     except (OSError, ValueError, EOFError, KeyError, csv.Error) as exc:
+        if type(exc).__name__ == "EmptyDataError":  # pandas: not even a header
+            raise CliError(f"{path}: empty input, no data rows") from None
         raise CliError(f"cannot read {path}: {_one_line(exc)}") from None
     if builder.rows == 0 or not builder.features:
         raise CliError(f"{path}: empty input, no data rows")
@@ -287,15 +301,11 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("input", metavar="INPUT", help="training data: .csv, .parquet (needs pyarrow) or .npy")
     build.add_argument("-o", "--output", required=True, metavar="OUT.json", help="reference file to write")
     build.add_argument("--features", metavar="a,b,c", help="columns to use (.npy: names of the array's columns)")
-    build.add_argument(
-        "--max-features", type=_positive, default=DEFAULT_MAX_FEATURES, metavar="N", help="keep the first N"
-    )
+    build.add_argument("--max-features", type=_positive, default=DEFAULT_MAX_FEATURES, metavar="N")
     build.add_argument("--chunk-rows", type=_positive, default=65_536, metavar="N", help="rows read at a time")
     build.add_argument("--progress", action=argparse.BooleanOptionalAction, help="progress bar on stderr")
     build.add_argument("--source", default="training", help="the reference's source label (default: training)")
-    build.add_argument(
-        "--metadata", type=_key_value, nargs="+", action="extend", metavar="key=value", help="stored, not hashed"
-    )
+    build.add_argument("--metadata", type=_key_value, nargs="+", action="extend", metavar="key=value")
     build.set_defaults(func=_build)
 
     show = actions.add_parser("show", help="print a reference's summary")
@@ -316,6 +326,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except CliError as exc:
         message = _one_line(exc)
+    except BrokenPipeError:  # e.g. `otel-ml reference show ref.json | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

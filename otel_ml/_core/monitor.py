@@ -230,12 +230,12 @@ class InputMonitor:
     def _process(self, table: Table) -> None:
         if self._warmup is not None:
             need = self.warmup_rows - self._warmup.rows
-            self._warmup.add_table(_slice(table, 0, need))
+            self._warmup.add_table(table.slice(0, need))
             if self._warmup.rows < self.warmup_rows or not self._warmup.features:
                 return
             self.reference = self._warmup.build(source=semconv.REFERENCE_WARMUP)
             self._warmup = None
-            table = _slice(table, need, table.rows)
+            table = table.slice(need, table.rows)
             if table.rows == 0:
                 return
         ref = self.reference
@@ -445,12 +445,3 @@ def _copy(table: Table, max_features: int) -> Table:
         return Table(names, kinds, table.rows, matrix=np.array(table.matrix[:, :max_features], dtype=np.float64))
     assert table.columns is not None
     return Table(names, kinds, table.rows, columns=[np.array(c, copy=True) for c in table.columns[:max_features]])
-
-
-def _slice(table: Table, start: int, stop: int) -> Table:
-    if table.matrix is not None:
-        part = table.matrix[start:stop]
-        return dataclasses.replace(table, rows=part.shape[0], matrix=part)
-    assert table.columns is not None
-    cols = [c[start:stop] for c in table.columns]
-    return dataclasses.replace(table, rows=len(cols[0]) if cols else 0, columns=cols)

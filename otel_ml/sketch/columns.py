@@ -37,12 +37,40 @@ class Table:
             return self
         return Table(self.names, self.kinds, self.rows, matrix=np.asfortranarray(self.matrix))
 
+    def slice(self, start: int, stop: int) -> Table:
+        """Rows ``start:stop`` (views, no copy)."""
+        if self.matrix is not None:
+            part = self.matrix[start:stop]
+            return Table(self.names, self.kinds, part.shape[0], matrix=part)
+        assert self.columns is not None
+        cols = [c[start:stop] for c in self.columns]
+        return Table(self.names, self.kinds, len(cols[0]) if cols else 0, columns=cols)
+
+    def copy(self) -> Table:
+        """A table owning its data."""
+        if self.matrix is not None:
+            return Table(self.names, self.kinds, self.rows, matrix=self.matrix.copy())
+        assert self.columns is not None
+        return Table(self.names, self.kinds, self.rows, columns=[c.copy() for c in self.columns])
+
     def column(self, i: int) -> np.ndarray:
         """Feature ``i`` as a 1-D array (a view into ``matrix`` on the fast path)."""
         if self.matrix is not None:
             return self.matrix[:, i]
         assert self.columns is not None
         return self.columns[i]
+
+
+def concat(tables: Sequence[Table]) -> Table:
+    """Tables with the same columns, one after the other (a matrix when every part is one)."""
+    first = tables[0]
+    if any(t.names != first.names for t in tables):
+        raise ValueError("the column set changed between batches")
+    rows = sum(t.rows for t in tables)
+    if all(t.matrix is not None for t in tables):
+        return Table(first.names, first.kinds, rows, matrix=np.concatenate([t.matrix for t in tables]))
+    cols = [np.concatenate([t.column(i) for t in tables]) for i in range(len(first.names))]
+    return Table(first.names, first.kinds, rows, columns=cols)
 
 
 @dataclass(frozen=True)
@@ -66,8 +94,11 @@ def _names(raw: Sequence[object] | None, count: int) -> list[str]:
     seen: set[str] = set()
     for i in range(count):
         name = feature_name(raw[i] if raw is not None and i < len(raw) else None, i)
-        if name in seen:  # duplicate column names stay distinguishable
-            name = f"{name[: MAX_NAME_LENGTH - 8]}#{i}"
+        suffix = i
+        base = name
+        while name in seen:  # duplicate column names stay distinguishable
+            name = f"{base[: MAX_NAME_LENGTH - 8]}#{suffix}"
+            suffix += len(seen) + 1
         seen.add(name)
         out.append(name)
     return out
@@ -93,8 +124,15 @@ def _column_kind(col: np.ndarray) -> str:
         return NUMERIC
     if col.dtype != object or col.size == 0:
         return CATEGORICAL
-    first = next((v for v in col[: min(col.size, 64)].tolist() if v is not None and v == v), None)
+    first = next((v for v in col[: min(col.size, 64)].tolist() if not _is_missing(v)), None)
     return NUMERIC if isinstance(first, (int, float, np.number)) and not isinstance(first, bool) else CATEGORICAL
+
+
+def _is_missing(v: object) -> bool:
+    """None, pandas NA/NaT, or a float NaN (decided by type: ``v == v`` raises on NA and arrays)."""
+    if v is None or type(v).__name__ in ("NAType", "NaTType"):
+        return True
+    return isinstance(v, float) and v != v
 
 
 def _from_columns(cols: list[np.ndarray], names: list[str], rows: int) -> Table:
@@ -146,6 +184,8 @@ def to_table(x: Any, feature_names: Sequence[object] | None = None, allow_device
         if detach is None:
             return Skip("input_type")
         t = detach()
+        if str(getattr(t, "layout", "torch.strided")) != "torch.strided":
+            return Skip("input_sparse")
         if t.device.type != "cpu":
             if not allow_device_copy:
                 return Skip("input_device")
@@ -158,8 +198,11 @@ def to_table(x: Any, feature_names: Sequence[object] | None = None, allow_device
     if isinstance(x, dict):
         if not x or not all(isinstance(v, (list, tuple, np.ndarray)) for v in x.values()):
             return Skip("input_type")
-        cols = [np.asarray(v) if not isinstance(v, np.ndarray) else v for v in x.values()]
-        if len({len(c) for c in cols}) != 1 or any(c.ndim != 1 for c in cols):
+        try:
+            cols = [np.asarray(v) if not isinstance(v, np.ndarray) else v for v in x.values()]
+        except (ValueError, TypeError):  # ragged columns
+            return Skip("input_shape")
+        if any(c.ndim != 1 for c in cols) or len({len(c) for c in cols}) != 1:
             return Skip("input_shape")
         names = _names(feature_names if feature_names is not None else list(x.keys()), len(cols))
         return _from_columns([c if c.dtype.kind in "fiubO" else c.astype(object) for c in cols], names, len(cols[0]))
@@ -170,6 +213,8 @@ def to_table(x: Any, feature_names: Sequence[object] | None = None, allow_device
             return Skip("input_type")
         try:
             arr = np.asarray(x)
+            if arr.dtype.kind in "US":  # mixed numbers and strings: keep each value's own type
+                arr = np.asarray(x, dtype=object)
         except (ValueError, TypeError):
             return Skip("input_shape")
         return _matrix(arr, feature_names) if arr.ndim else Skip("input_scalar")

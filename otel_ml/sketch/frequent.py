@@ -136,7 +136,10 @@ class FrequentItems:
             "k": self._k,
             "total": self._total,
             "error": self._error,
-            "items": [[_json_key(key), c] for key, c in sorted(self._counts.items(), key=_sort_key)],
+            # ordered by the exported key, so a saved and reloaded summary serialises identically
+            "items": [
+                [k, c] for k, c in sorted(((_json_key(key), c) for key, c in self._counts.items()), key=_sort_key)
+            ],
         }
 
     @classmethod

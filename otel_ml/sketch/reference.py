@@ -13,6 +13,7 @@ exported as ``ml.reference.id`` to answer "which data was this model compared ag
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from otel_ml.sketch import parallel
-from otel_ml.sketch.columns import Skip, Table, to_table
+from otel_ml.sketch.columns import Skip, Table, concat, to_table
 from otel_ml.sketch.feature import FeatureSketch
 from otel_ml.sketch.quantile import RankCuts
 
@@ -108,11 +109,19 @@ class Reference:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Reference:
+        if not isinstance(data, dict):
+            raise ValueError("not an otel-ml reference (expected a JSON object)")
         if data.get("format") != FORMAT:
             raise ValueError(f"not an otel-ml reference (format={data.get('format')!r})")
         if data.get("version") != VERSION:
             raise ValueError(f"unsupported reference version {data.get('version')!r} (this otel-ml reads {VERSION})")
-        features = {f["name"]: FeatureSketch.from_dict(f["sketch"]) for f in data["features"]}
+        features_json = data.get("features")
+        if not isinstance(features_json, list) or not all(isinstance(f, dict) for f in features_json):
+            raise ValueError("not an otel-ml reference: 'features' must be a list of objects")
+        try:
+            features = {f["name"]: FeatureSketch.from_dict(f["sketch"]) for f in features_json}
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not an otel-ml reference: malformed feature ({exc!r})") from exc
         ref = cls(
             features,
             source=data.get("source", "training"),
@@ -127,9 +136,14 @@ class Reference:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the JSON document (atomically: a temporary file renamed into place)."""
         tmp = f"{os.fspath(path)}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(self.to_dict(), fh, allow_nan=False, separators=(",", ":"))
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump(self.to_dict(), fh, allow_nan=False, separators=(",", ":"))
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Reference:
@@ -141,7 +155,13 @@ class Reference:
 
 
 class ReferenceBuilder:
-    """Accumulates batches into per-feature sketches (the first batch fixes the feature set)."""
+    """Accumulates batches into per-feature sketches (the first batch fixes the feature set).
+
+    Rows are re-blocked into fixed ``BLOCK_ROWS`` blocks before they reach the sketches, so the result (and the
+    reference id) depends only on the rows and their order, not on how the input was chunked.
+    """
+
+    BLOCK_ROWS = 65_536
 
     def __init__(
         self,
@@ -155,6 +175,8 @@ class ReferenceBuilder:
         self._threads = parallel.default_threads() if threads is None else threads
         self.features: dict[str, FeatureSketch] = {}
         self.rows = 0
+        self._pending: list[Table] = []
+        self._pending_rows = 0
 
     def add(self, data: Any) -> Table | Skip:
         """Add one batch; returns the table read from it (or why it was skipped)."""
@@ -165,18 +187,37 @@ class ReferenceBuilder:
         return table
 
     def add_table(self, table: Table) -> None:
+        """Queue a table's rows; every full block of ``BLOCK_ROWS`` rows is sketched right away."""
         if not self.features:
             for name, kind in list(zip(table.names, table.kinds, strict=True))[: self._max]:
                 self.features[name] = FeatureSketch("numeric" if kind == "numeric" else "categorical")
+        if table.rows == 0:
+            return
+        self.rows += table.rows
+        self._pending.append(table)
+        self._pending_rows += table.rows
+        while self._pending_rows >= self.BLOCK_ROWS:
+            joined = concat(self._pending) if len(self._pending) > 1 else self._pending[0]
+            self._sketch(joined.slice(0, self.BLOCK_ROWS))
+            rest = joined.slice(self.BLOCK_ROWS, joined.rows)
+            self._pending, self._pending_rows = ([rest] if rest.rows else []), rest.rows
+        if self._pending:  # keep a private copy: the caller may reuse its buffers before build()
+            self._pending = [concat(self._pending).copy()] if len(self._pending) > 1 else [self._pending[0].copy()]
+
+    def _sketch(self, table: Table) -> None:
         table = table.by_column()
         work = [(self.features[name], i) for i, name in enumerate(table.names[: self._max]) if name in self.features]
-        parallel.for_each(lambda item: item[0].update(table.column(item[1])), work, table.rows * len(work),
-                          self._threads)
-        self.rows += table.rows
+        parallel.for_each(
+            lambda item: item[0].update(table.column(item[1])), work, table.rows * len(work), self._threads
+        )
 
     def build(self, *, source: str = "training", metadata: dict[str, Any] | None = None) -> Reference:
+        """Sketch the last partial block and return the reference."""
         if not self.features or self.rows == 0:
             raise ValueError("no rows to build a reference from")
+        if self._pending:
+            self._sketch(concat(self._pending))
+            self._pending, self._pending_rows = [], 0
         return Reference(self.features, source=source, rows=self.rows, metadata=metadata)
 
 
