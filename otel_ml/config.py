@@ -45,6 +45,8 @@ OTEL_ML_MAX_FEATURES = "OTEL_ML_MAX_FEATURES"
 """Features sketched per model (default 100); further columns are counted as dropped (``feature_limit``)."""
 OTEL_ML_CAPTURE_CATEGORIES = "OTEL_ML_CAPTURE_CATEGORIES"
 """``true`` exports categorical feature values (reference top-K) as labels; by default they are ``top<k>``."""
+OTEL_ML_CARDINALITY_LIMIT = "OTEL_ML_CARDINALITY_LIMIT"
+"""Series per otel-ml instrument (default 2000); further attribute sets add up in one overflow series."""
 OTEL_ML_SKETCH_THREADS = "OTEL_ML_SKETCH_THREADS"
 """Threads sketching the columns of large batches (default min(2, cores); 1 = only the worker thread)."""
 OTEL_ML_SKETCH_BUFFER_ROWS = "OTEL_ML_SKETCH_BUFFER_ROWS"
@@ -75,6 +77,7 @@ class Settings:
     capture_categories: bool = False
     sketch_buffer_rows: int = 256
     sketch_threads: int = min(2, os.cpu_count() or 1)
+    cardinality_limit: int = 2000
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -125,6 +128,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         max_features=int(_number(env, OTEL_ML_MAX_FEATURES, 100, 1, int)),
         capture_categories=_bool(env, OTEL_ML_CAPTURE_CATEGORIES, False),
         sketch_buffer_rows=int(_number(env, OTEL_ML_SKETCH_BUFFER_ROWS, 256, 1, int)),
+        cardinality_limit=int(_number(env, OTEL_ML_CARDINALITY_LIMIT, 2000, 2, int)),
         sketch_threads=int(_number(env, OTEL_ML_SKETCH_THREADS, min(2, os.cpu_count() or 1), 1, int)),
     )
 

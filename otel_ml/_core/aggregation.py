@@ -46,6 +46,8 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext
 from opentelemetry.util.types import AttributeValue
 
+from otel_ml import config
+
 Attributes = Mapping[str, AttributeValue]
 AttributesKey = frozenset[tuple[str, AttributeValue]]
 
@@ -59,6 +61,23 @@ class FallbackSink(Protocol):
     def histogram_value(self, hist: VectorHistogram, value: float, attributes: Attributes) -> None: ...
     def counter_add(self, counter: VectorCounter, amount: int, attributes: Attributes) -> None: ...
     def gauge_set(self, gauge: VectorGauge, value: float, attributes: Attributes) -> None: ...
+
+
+OVERFLOW_ATTRIBUTES: dict[str, AttributeValue] = {"otel.metric.overflow": True}
+OVERFLOW_KEY: AttributesKey = frozenset(OVERFLOW_ATTRIBUTES.items())
+
+
+def _admit(
+    series: Mapping[AttributesKey, object], key: AttributesKey, attributes: Attributes
+) -> tuple[AttributesKey, Attributes]:
+    """A new series, or the overflow series once an instrument holds ``OTEL_ML_CARDINALITY_LIMIT`` of them.
+
+    Measurements are never lost: past the limit they add up in one ``otel.metric.overflow=true`` series, as the
+    OpenTelemetry metrics SDK specification prescribes (the Python SDK has no such limit for these paths).
+    """
+    if len(series) < config.settings.cardinality_limit - 1:  # the limit counts the overflow series too
+        return key, attributes
+    return OVERFLOW_KEY, OVERFLOW_ATTRIBUTES
 
 
 class _HistogramSeries:
@@ -110,8 +129,10 @@ class VectorHistogram:
     def _get(self, key: AttributesKey, attributes: Attributes) -> _HistogramSeries:
         series = self._series.get(key)
         if series is None:
-            series = _HistogramSeries(attributes, len(self.bounds_list) + 1)
-            self._series[key] = series
+            key, attributes = _admit(self._series, key, attributes)
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = _HistogramSeries(attributes, len(self.bounds_list) + 1)
         return series
 
     def record(self, values: np.ndarray, attributes: Attributes, key: AttributesKey, ctx: SpanContext | None) -> None:
@@ -255,7 +276,10 @@ class VectorCounter:
         with self._lock:
             s = self._series.get(key)
             if s is None:
-                s = self._series[key] = _CounterSeries(dict(attributes), time.time_ns())
+                key, attributes = _admit(self._series, key, attributes)
+                s = self._series.get(key)
+                if s is None:
+                    s = self._series[key] = _CounterSeries(dict(attributes), time.time_ns())
             s.value += amount
 
     def snapshot(self, now_ns: int) -> Metric | None:
@@ -293,6 +317,8 @@ class VectorGauge:
                 self._owner.fallback.gauge_set(self, value, attributes)
             return
         with self._lock:
+            if key not in self._series:
+                key, attributes = _admit(self._series, key, attributes)
             self._series[key] = (dict(attributes), value, time.time_ns())
 
     def snapshot(self, now_ns: int) -> Metric | None:

@@ -644,3 +644,27 @@ def test_fallback_and_merging_paths_record_identical_prediction_metrics(telemetr
     }
     expected = np.bincount(proba.argmax(axis=1), minlength=2)
     assert classes == {"0": int(expected[0]), "1": int(expected[1])}
+
+
+def test_series_beyond_the_cardinality_limit_add_up_in_one_overflow_series(env: pytest.MonkeyPatch) -> None:
+    env.setenv("OTEL_ML_CARDINALITY_LIMIT", "50")
+    otel_ml.config.reload()
+    agg = _merging_aggregator()
+    counter = agg.counter("ml.test.count", "1", "")
+    hist = agg.histogram("ml.test.hist", "1", "", BOUNDS)
+    gauge = agg.gauge("ml.test.gauge", "1", "")
+    for i in range(5000):
+        attrs = {"ml.model.name": f"model-{i}"}
+        key = frozenset(attrs.items())
+        counter.add(i % 7 + 1, attrs, key)
+        hist.record_one(0.3, attrs, key, None)
+        gauge.set(float(i), attrs, key)
+    metrics = _by_name(agg.metrics())
+    for name in ("ml.test.count", "ml.test.hist", "ml.test.gauge"):
+        points = metrics[name].data.data_points
+        assert len(points) == 50  # 49 real series + the overflow series
+        overflow = [p for p in points if p.attributes == {"otel.metric.overflow": True}]
+        assert len(overflow) == 1
+    counts = metrics["ml.test.count"].data.data_points
+    assert sum(p.value for p in counts) == sum(i % 7 + 1 for i in range(5000))  # totals preserved
+    assert sum(p.count for p in metrics["ml.test.hist"].data.data_points) == 5000
