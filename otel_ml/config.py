@@ -45,6 +45,8 @@ OTEL_ML_MAX_FEATURES = "OTEL_ML_MAX_FEATURES"
 """Features sketched per model (default 100); further columns are counted as dropped (``feature_limit``)."""
 OTEL_ML_CAPTURE_CATEGORIES = "OTEL_ML_CAPTURE_CATEGORIES"
 """``true`` exports categorical feature values (reference top-K) as labels; by default they are ``top<k>``."""
+OTEL_ML_ACCURACY_WINDOW = "OTEL_ML_ACCURACY_WINDOW"
+"""Seconds of the window ``ml.model.estimated_accuracy`` and ``ml.model.accuracy`` are computed over (300)."""
 OTEL_ML_CARDINALITY_LIMIT = "OTEL_ML_CARDINALITY_LIMIT"
 """Series per otel-ml instrument (default 2000); further attribute sets add up in one overflow series."""
 OTEL_ML_SKETCH_THREADS = "OTEL_ML_SKETCH_THREADS"
@@ -78,6 +80,7 @@ class Settings:
     sketch_buffer_rows: int = 256
     sketch_threads: int = min(2, os.cpu_count() or 1)
     cardinality_limit: int = 2000
+    accuracy_window: float = 300.0
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -128,6 +131,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         max_features=int(_number(env, OTEL_ML_MAX_FEATURES, 100, 1, int)),
         capture_categories=_bool(env, OTEL_ML_CAPTURE_CATEGORIES, False),
         sketch_buffer_rows=int(_number(env, OTEL_ML_SKETCH_BUFFER_ROWS, 256, 1, int)),
+        accuracy_window=float(_number(env, OTEL_ML_ACCURACY_WINDOW, 300.0, 1.0, float)),
         cardinality_limit=int(_number(env, OTEL_ML_CARDINALITY_LIMIT, 2000, 2, int)),
         sketch_threads=int(_number(env, OTEL_ML_SKETCH_THREADS, min(2, os.cpu_count() or 1), 1, int)),
     )

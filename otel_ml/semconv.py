@@ -123,3 +123,51 @@ VALUE_BUCKETS: tuple[float, ...] = (*(-v for v in reversed(_POSITIVE)), 0.0, *_P
 def span_name(operation: str, model: str) -> str:
     """The span name for one predict call, e.g. ``predict_proba fraud``."""
     return f"{operation} {model}"
+
+
+# --- auto-instrumentation (sklearn Pipelines) -------------------------------------------------------------
+ML_PIPELINE_STEPS = "ml.pipeline.steps"
+"""Span attribute: the step names of a scikit-learn Pipeline, in order (string array)."""
+ML_PIPELINE_STEP = "ml.pipeline.step"
+"""Attribute of an opt-in per-step child span: the step's name (``outer__inner`` for nested Pipelines)."""
+
+
+# --- delayed ground truth, accuracy estimate, shadow deployments (issue #6) -------------------------------
+ML_OUTCOME_CORRECT = "ml.outcome.correct"
+"""Metric and span attribute (bool): the predicted class equals the actual one (classification outcomes)."""
+ML_OUTCOME_ERROR = "ml.outcome.error"
+"""Span attribute (double): absolute error of a single-row regression outcome."""
+ML_OUTCOME_ROWS = "ml.outcome.rows"
+"""Span attribute (int): rows of ground truth carried by one outcome."""
+ML_OUTCOME_ACCURACY = "ml.outcome.accuracy"
+"""Span attribute (double): share of correct rows of a multi-row classification outcome."""
+ML_OUTCOME_ERROR_MEAN = "ml.outcome.error.mean"
+"""Span attribute (double): mean absolute error of a multi-row regression outcome."""
+ML_SHADOW_AGREED = "ml.shadow.agreed"
+"""Metric attribute (bool): the candidate's prediction for a row agreed with the primary's."""
+ML_SHADOW_CANDIDATE_VERSION = "ml.shadow.candidate.version"
+"""Metric attribute: the candidate's model version (``ml.model.version`` is the primary's)."""
+
+OUTCOME_SPAN_NAME = "ml.outcome"
+"""Span of one ground-truth record; it links to the prediction span named by the prediction id."""
+OPERATION_OUTCOME = "outcome"
+
+OUTCOME_COUNT = "ml.outcome.count"
+OUTCOME_COUNT_UNIT = "{outcome}"
+OUTCOME_ERROR = "ml.outcome.error"
+OUTCOME_ERROR_UNIT = "1"
+MODEL_ACCURACY = "ml.model.accuracy"
+MODEL_ESTIMATED_ACCURACY = "ml.model.estimated_accuracy"
+ACCURACY_UNIT = "1"
+SHADOW_COMPARISONS = "ml.shadow.comparisons"
+SHADOW_COMPARISONS_UNIT = "{comparison}"
+
+# Absolute errors of unknown scale: 0, then 1-2.5-5 steps from 1e-3 to 1e6.
+ABSOLUTE_ERROR_BUCKETS: tuple[float, ...] = (0.0, *_POSITIVE)
+
+DROP_OUTCOME_INVALID_ID = "outcome_invalid_id"
+DROP_OUTCOME_UNKNOWN_MODEL = "outcome_unknown_model"
+DROP_OUTCOME_MISSING_PREDICTED = "outcome_missing_predicted"
+DROP_OUTCOME_INVALID_VALUE = "outcome_invalid_value"
+DROP_SHADOW_QUEUE_FULL = "shadow_queue_full"
+DROP_SHADOW_CANDIDATE_ERROR = "shadow_candidate_error"

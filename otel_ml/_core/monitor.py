@@ -36,6 +36,7 @@ from otel_ml.sketch.quantile import rank_buckets
 from otel_ml.sketch.reference import Reference, ReferenceBuilder
 
 NUMERIC_METHODS = ("psi", "ks", "js", "wasserstein")
+MIN_DRIFT_ROWS = 100  # rows a window needs before its drift is scored
 CATEGORICAL_METHODS = ("chi2", "js")
 _RANK_MIDPOINTS = (np.arange(20) + 0.5) / 20
 
@@ -362,7 +363,7 @@ class InputMonitor:
         evaluated = drifted = 0
         for feature in self._features.values():
             ref_f = ref.features.get(feature.name)
-            if ref_f is None or feature.window.rows() == 0:
+            if ref_f is None or feature.window.rows() < MIN_DRIFT_ROWS:  # a handful of rows is noise, not drift
                 continue
             scores = _scores(ref_f, feature.window.snapshot())
             if not scores:

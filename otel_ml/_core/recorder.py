@@ -312,7 +312,8 @@ class Recorder:
         if spec.confidence is not None:
             conf = np.asarray(spec.confidence(result), dtype=np.float64).reshape(-1)
             return outputs.Analysis(confidence=conf[np.isfinite(conf)])
-        return outputs.analyze(result, op.kind, spec.classes if classes is None else classes, spec.task)
+        # explicit classes= win over the model's own classes_
+        return outputs.analyze(result, op.kind, classes if spec.classes is None else spec.classes, spec.task)
 
     def _prediction_id(self, span: Span) -> str:
         ctx = span.get_span_context()

@@ -145,6 +145,7 @@ def wrap_function(f: F, recorder: Recorder, operation: str | None = None, input_
             recorder.finish(call, result)
             return result
 
+        async_wrapper._otel_ml_recorder = recorder  # type: ignore[attr-defined]
         return async_wrapper  # type: ignore[return-value]
 
     @functools.wraps(f)
@@ -162,4 +163,5 @@ def wrap_function(f: F, recorder: Recorder, operation: str | None = None, input_
         recorder.finish(call, result)
         return result
 
+    wrapper._otel_ml_recorder = recorder  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]

@@ -240,4 +240,6 @@ def uninstrument_model(model: M) -> M:
 def recorder_of(model: object) -> Recorder | None:
     """The recorder behind an instrumented model, if any."""
     rec = getattr(type(model), "_otel_ml_recorder", None)
+    if rec is None and inspect.isfunction(model):  # a decorated function carries its recorder itself
+        rec = getattr(model, "_otel_ml_recorder", None)
     return rec if isinstance(rec, Recorder) else None

@@ -182,7 +182,13 @@ def test_application_owned_meter_provider_gets_the_fast_path_reader() -> None:
     exported, _ = json.JSONDecoder().raw_decode(console.strip())  # the first export (shutdown exports again)
     names = [m["name"] for rm in exported["resource_metrics"] for sm in rm["scope_metrics"] for m in sm["metrics"]]
     assert sorted(names) == sorted(
-        ["ml.prediction.duration", "ml.prediction.count", "ml.prediction.class", "ml.prediction.confidence"]
+        [
+            "ml.prediction.duration",
+            "ml.prediction.count",
+            "ml.prediction.class",
+            "ml.prediction.confidence",
+            "ml.model.estimated_accuracy",
+        ]
     )
     by_name = {m["name"]: m for rm in exported["resource_metrics"] for sm in rm["scope_metrics"] for m in sm["metrics"]}
     assert by_name["ml.prediction.count"]["data"]["data_points"][0]["value"] == 30

@@ -1,0 +1,1 @@
+"""Runnable otel-ml examples (a package so ``uvicorn examples.service.app:app`` imports from the repo root)."""

@@ -1,0 +1,244 @@
+"""Per-model settings of auto-instrumented models, kept beside the model and never on it.
+
+``otel_ml.set_model_info(model, name=..., version=..., reference=...)`` names a model that the sklearn/torch
+instrumentors would otherwise call by its class. The settings, and each model's cached adapter state (its
+``Recorder``), live in an identity-keyed weak map: nothing is written to the object, so a pickled, joblib-dumped
+or ``torch.save``-d model is byte-for-byte what it is without otel-ml and loads where otel-ml is not installed.
+An entry disappears with its model. (Identity, not ``==``/``hash``: two estimators that compare equal are still
+two models.)
+
+This module also holds :data:`active_call`, the flag that makes only the outermost instrumented call count.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from otel_ml._core import outputs
+from otel_ml.instrumentation.environment_variables import OTEL_ML_MODEL_NAMES, OTEL_ML_MODEL_REFERENCES
+from otel_ml.sketch.reference import Reference
+
+_log = logging.getLogger("otel_ml")
+
+T = TypeVar("T")
+
+active_call: contextvars.ContextVar[object] = contextvars.ContextVar("otel_ml_auto_active_call", default=None)
+"""Not ``None`` while an auto-instrumented call (or a sklearn ``fit``) runs in this thread/task: calls made
+inside it (Pipeline steps, a forest's trees, a module's submodules, predictions made while fitting) are part of
+it and produce no telemetry of their own."""
+
+NAME_ATTRIBUTE = "ml_model_name"
+"""A plain string attribute a model may carry (it survives pickling without otel-ml) naming it."""
+VERSION_ATTRIBUTE = "ml_model_version"
+"""A plain string attribute a model may carry giving its version."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What :func:`set_model_info` recorded for one model; ``None`` fields fall back to the defaults."""
+
+    name: str | None = None
+    version: str | None = None
+    reference: Reference | None = None
+    task: str | None = None
+    output: str | None = None
+    classes: Sequence[object] | None = None
+
+
+class _Entry:
+    __slots__ = ("info", "ref", "states")
+
+    def __init__(self, ref: weakref.ref[Any] | None) -> None:
+        self.ref = ref
+        self.info: ModelInfo | None = None
+        self.states: dict[str, Any] = {}
+
+
+_lock = threading.RLock()  # re-entrant: a weakref callback may run (via GC) while this thread holds it
+_entries: dict[int, _Entry] = {}
+_by_type: dict[type, _Entry] = {}  # models that cannot be weakly referenced share one entry per class
+
+
+def _drop(key: int, ref: weakref.ref[Any]) -> None:
+    with _lock:
+        entry = _entries.get(key)
+        if entry is not None and entry.ref is ref:
+            del _entries[key]
+
+
+def _entry(model: object, create: bool) -> _Entry | None:
+    key = id(model)
+    entry = _entries.get(key)
+    if entry is not None and entry.ref is not None and entry.ref() is model:
+        return entry
+    entry = _by_type.get(type(model))
+    if entry is not None or not create:
+        return entry
+    with _lock:
+        entry = _entries.get(key)
+        if entry is not None and entry.ref is not None and entry.ref() is model:
+            return entry
+        try:
+            entry = _Entry(weakref.ref(model, functools.partial(_drop, key)))
+        except TypeError:  # no __weakref__ slot
+            return _by_type.setdefault(type(model), _Entry(None))
+        _entries[key] = entry
+        return entry
+
+
+def set_model_info(
+    model: object,
+    name: str | None = None,
+    version: str | None = None,
+    *,
+    reference: Reference | str | os.PathLike[str] | None = None,
+    task: str | None = None,
+    output: str | None = None,
+    classes: Sequence[object] | None = None,
+) -> None:
+    """Name an auto-instrumented model (sklearn estimator or torch module) and say how to read it.
+
+    ``name``/``version`` become ``ml.model.name``/``ml.model.version`` (default: the class name, for a Pipeline
+    its final step's, and no version); ``reference`` (a :class:`otel_ml.Reference` or the path of its JSON,
+    loaded now) is what input drift is measured against; ``task`` (``classification``/``regression``),
+    ``output`` (see ``otel_ml.instrument``) and ``classes`` (labels of the output columns) matter for torch
+    modules, whose outputs carry no such information. Nothing is stored on ``model`` itself. Calling it again
+    replaces the earlier settings and takes effect on the model's next call.
+    """
+    if output is not None and output not in outputs.KINDS:
+        raise ValueError(f"output must be one of {sorted(outputs.KINDS)}, not {output!r}")
+    if isinstance(reference, (str, os.PathLike)):
+        reference = Reference.load(reference)
+    info = ModelInfo(name, version, reference, task, output, list(classes) if classes is not None else None)
+    with _lock:
+        entry = _entry(model, create=True)
+        assert entry is not None
+        entry.info = info
+        entry.states.clear()
+
+
+def model_info(model: object) -> ModelInfo | None:
+    """What :func:`set_model_info` recorded for ``model``, if anything."""
+    entry = _entry(model, create=False)
+    return entry.info if entry is not None else None
+
+
+def state(model: object, key: str, build: Callable[[], T]) -> T:
+    """``model``'s cached adapter state under ``key`` (e.g. its Recorder), built on first use."""
+    entry = _entries.get(id(model))
+    if entry is not None and entry.ref is not None and entry.ref() is model:
+        found = entry.states.get(key)
+        if found is not None:
+            return found
+    with _lock:
+        entry = _entry(model, create=True)
+        assert entry is not None
+        found = entry.states.get(key)
+        if found is None:
+            found = entry.states[key] = build()
+        return found
+
+
+def forget_states(key: str) -> None:
+    """Drop every model's cached state under ``key`` (on uninstrument: a later instrument starts afresh)."""
+    with _lock:
+        for entry in (*_entries.values(), *_by_type.values()):
+            entry.states.pop(key, None)
+
+
+def _pairs(env: Mapping[str, str], variable: str) -> dict[str, str]:
+    """``a=b,c=d`` → ``{"a": "b", "c": "d"}``; malformed items are skipped with a warning."""
+    out: dict[str, str] = {}
+    for item in env.get(variable, "").split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            _log.warning("otel_ml: ignoring %r in %s (expected key=value)", item, variable)
+            continue
+        out[key.strip()] = value.strip()
+    return out
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a model is on its telemetry, and what its inputs are compared with."""
+
+    name: str
+    version: str
+    reference: Reference | None
+    info: ModelInfo
+
+
+@dataclass
+class Naming:
+    """Resolves a model's identity from, in order: ``set_model_info``, ``ml_model_name``/``ml_model_version``
+    attributes on the model, :data:`OTEL_ML_MODEL_NAMES` by class name, and finally the class name."""
+
+    names: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    reference_paths: dict[str, str] = field(default_factory=dict)
+    _references: dict[str, Reference | None] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Naming:
+        """Read :data:`OTEL_ML_MODEL_NAMES` and :data:`OTEL_ML_MODEL_REFERENCES`."""
+        env = os.environ if env is None else env
+        names: dict[str, tuple[str, str | None]] = {}
+        for class_name, value in _pairs(env, OTEL_ML_MODEL_NAMES).items():
+            name, sep, version = value.partition(":")
+            names[class_name] = (name.strip() or class_name, version.strip() if sep else None)
+        return cls(names, _pairs(env, OTEL_ML_MODEL_REFERENCES))
+
+    def resolve(self, candidates: Sequence[object]) -> Identity:
+        """The identity of a model described by ``candidates``: the model itself and, for a Pipeline, its final
+        step. The first one that says something wins; the default name is the last candidate's class name."""
+        infos = [model_info(c) for c in candidates]
+        classes = [type(c).__name__ for c in candidates]
+        mapped = [self.names[c] for c in classes if c in self.names]
+        name = _first(
+            *(i.name for i in infos if i is not None),
+            *(_attribute(c, NAME_ATTRIBUTE) for c in candidates),
+            *(m[0] for m in mapped),
+            classes[-1],
+        )
+        version = _first(
+            *(i.version for i in infos if i is not None),
+            *(_attribute(c, VERSION_ATTRIBUTE) for c in candidates),
+            *(m[1] for m in mapped),
+            "",
+        )
+        info = next((i for i in infos if i is not None), ModelInfo())
+        reference = next((i.reference for i in infos if i is not None and i.reference is not None), None)
+        if reference is None:
+            path = next((self.reference_paths[k] for k in (name, *classes) if k in self.reference_paths), None)
+            reference = self._load(path) if path is not None else None
+        return Identity(name, version, reference, info)
+
+    def _load(self, path: str) -> Reference | None:
+        if path not in self._references:
+            try:
+                self._references[path] = Reference.load(path)
+            except Exception as exc:  # a bad file must not break the model: warm-up reference instead
+                _log.warning("otel_ml: cannot load reference %s (%s); using a warm-up reference", path, exc)
+                self._references[path] = None
+        return self._references[path]
+
+
+def _attribute(model: object, attribute: str) -> str | None:
+    try:
+        value = getattr(model, attribute, None)
+    except Exception:  # a model's __getattr__ may raise anything
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+def _first(*values: str | None) -> str:
+    return next(v for v in values if v is not None)
