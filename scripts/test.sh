@@ -10,6 +10,8 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]' 'torch==2.13.0' 2>&1 \
   | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import otel_ml, sklearn, torch, rotel" # fail early and clearly if an install step failed
+# Real components the integration tests run: Prometheus + promtool (Debian), @grafana/schema + typescript (npm).
+bash scripts/install-test-tools.sh
 
 .venv/bin/ruff check otel_ml tests bench examples
 .venv/bin/mypy otel_ml
