@@ -35,15 +35,17 @@ outermost module call in eval mode). Other modules pass through untouched, so th
 counted when they are on the list."""
 
 OTEL_ML_TORCH_OUTPUT = "OTEL_ML_TORCH_OUTPUT"
-"""How torch outputs are read (default ``auto``): ``logits`` (softmax over classes, sigmoid for one output),
-``proba``, ``log_proba``, ``labels``, ``regression``, ``none`` (no confidence), or ``auto`` (Nxk floats summing
-to 1 are probabilities, other Nxk floats logits, N or Nx1 floats regression values)."""
+"""How torch outputs are read by default (``otel_ml.set_model_info(model, output=..., task=...)`` wins per model):
+``logits`` (the default: softmax over classes, sigmoid for one output column), ``proba`` (the model ends in a
+softmax), ``log_proba``, ``labels``, ``regression``, ``none`` (no confidence), or ``auto`` (N x k floats summing
+to 1 are probabilities, other N x k floats logits, N or N x 1 floats regression values; about 25 us more per
+call for that check)."""
 
 OTEL_ML_TORCH_COUNT_TRAINING = "OTEL_ML_TORCH_COUNT_TRAINING"
 """``true`` also counts forwards of modules in training mode (default ``false``: only ``model.eval()``
 modules are predictions)."""
 
 OTEL_ML_TORCH_COPY_DEVICE_INPUTS = "OTEL_ML_TORCH_COPY_DEVICE_INPUTS"
-"""``true`` lets input sketching copy what it needs of a CUDA/MPS input to the host (the NxF matrix, or the NxC
+"""``true`` lets input sketching copy what it needs of a CUDA/MPS input to the host (the N x F matrix, or the N x C
 per-channel means of an image batch); by default device inputs are not sketched (counted as dropped,
 ``reason=input_device``) and nothing is copied off the device."""

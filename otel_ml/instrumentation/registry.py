@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from otel_ml import semconv
 from otel_ml._core import outputs
 from otel_ml.instrumentation.environment_variables import OTEL_ML_MODEL_NAMES, OTEL_ML_MODEL_REFERENCES
 from otel_ml.sketch.reference import Reference
@@ -56,7 +57,7 @@ class ModelInfo:
 class _Entry:
     __slots__ = ("info", "ref", "states")
 
-    def __init__(self, ref: weakref.ref[Any] | None) -> None:
+    def __init__(self, ref: weakref.ref[Any]) -> None:
         self.ref = ref
         self.info: ModelInfo | None = None
         self.states: dict[str, Any] = {}
@@ -64,7 +65,6 @@ class _Entry:
 
 _lock = threading.RLock()  # re-entrant: a weakref callback may run (via GC) while this thread holds it
 _entries: dict[int, _Entry] = {}
-_by_type: dict[type, _Entry] = {}  # models that cannot be weakly referenced share one entry per class
 
 
 def _drop(key: int, ref: weakref.ref[Any]) -> None:
@@ -74,23 +74,18 @@ def _drop(key: int, ref: weakref.ref[Any]) -> None:
             del _entries[key]
 
 
-def _entry(model: object, create: bool) -> _Entry | None:
-    key = id(model)
-    entry = _entries.get(key)
-    if entry is not None and entry.ref is not None and entry.ref() is model:
-        return entry
-    entry = _by_type.get(type(model))
-    if entry is not None or not create:
-        return entry
+def _find(model: object) -> _Entry | None:
+    entry = _entries.get(id(model))
+    return entry if entry is not None and entry.ref() is model else None
+
+
+def _create(model: object) -> _Entry:
+    """``model``'s entry, created if needed (``TypeError`` when ``model`` cannot be weakly referenced)."""
     with _lock:
-        entry = _entries.get(key)
-        if entry is not None and entry.ref is not None and entry.ref() is model:
-            return entry
-        try:
-            entry = _Entry(weakref.ref(model, functools.partial(_drop, key)))
-        except TypeError:  # no __weakref__ slot
-            return _by_type.setdefault(type(model), _Entry(None))
-        _entries[key] = entry
+        entry = _find(model)
+        if entry is None:
+            key = id(model)
+            entry = _entries[key] = _Entry(weakref.ref(model, functools.partial(_drop, key)))
         return entry
 
 
@@ -115,32 +110,40 @@ def set_model_info(
     """
     if output is not None and output not in outputs.KINDS:
         raise ValueError(f"output must be one of {sorted(outputs.KINDS)}, not {output!r}")
+    if task not in (None, semconv.TASK_CLASSIFICATION, semconv.TASK_REGRESSION):
+        raise ValueError(f"task must be 'classification', 'regression' or None, not {task!r}")
     if isinstance(reference, (str, os.PathLike)):
         reference = Reference.load(reference)
     info = ModelInfo(name, version, reference, task, output, list(classes) if classes is not None else None)
+    try:
+        entry = _create(model)
+    except TypeError:
+        raise TypeError(
+            f"{type(model).__name__} objects cannot be weakly referenced, so otel-ml cannot keep settings beside "
+            f"them; give the model {NAME_ATTRIBUTE}/{VERSION_ATTRIBUTE} attributes or use OTEL_ML_MODEL_NAMES"
+        ) from None
     with _lock:
-        entry = _entry(model, create=True)
-        assert entry is not None
         entry.info = info
         entry.states.clear()
 
 
 def model_info(model: object) -> ModelInfo | None:
     """What :func:`set_model_info` recorded for ``model``, if anything."""
-    entry = _entry(model, create=False)
+    entry = _find(model)
     return entry.info if entry is not None else None
 
 
 def state(model: object, key: str, build: Callable[[], T]) -> T:
-    """``model``'s cached adapter state under ``key`` (e.g. its Recorder), built on first use."""
-    entry = _entries.get(id(model))
-    if entry is not None and entry.ref is not None and entry.ref() is model:
-        found = entry.states.get(key)
-        if found is not None:
-            return found
+    """``model``'s cached adapter state under ``key`` (e.g. its Recorder), built on first use.
+
+    Estimators and modules can always be weakly referenced (``BaseEstimator`` and ``nn.Module`` have no
+    ``__slots__``); anything else raises ``TypeError`` here, which the adapters count as an internal error."""
+    entry = _find(model)
+    found = entry.states.get(key) if entry is not None else None
+    if found is not None:
+        return found
     with _lock:
-        entry = _entry(model, create=True)
-        assert entry is not None
+        entry = _create(model)
         found = entry.states.get(key)
         if found is None:
             found = entry.states[key] = build()
@@ -150,7 +153,7 @@ def state(model: object, key: str, build: Callable[[], T]) -> T:
 def forget_states(key: str) -> None:
     """Drop every model's cached state under ``key`` (on uninstrument: a later instrument starts afresh)."""
     with _lock:
-        for entry in (*_entries.values(), *_by_type.values()):
+        for entry in _entries.values():
             entry.states.pop(key, None)
 
 
