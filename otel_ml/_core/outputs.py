@@ -104,20 +104,18 @@ def analyze(out: object, kind: str, classes: Sequence[object] | None, task: str 
     if kind == REGRESSION:
         values = np.asarray(arr, dtype=np.float64).reshape(-1)
         return Analysis(values=values[np.isfinite(values)])
-    probs = _probabilities(np.asarray(arr, dtype=np.float64), kind)
-    if probs is None or probs.shape[0] == 0:
+    if arr.dtype.kind != "f":
+        arr = arr.astype(np.float64)
+    top_conf = _top(arr, kind)
+    if top_conf is None:
         return EMPTY
-    k = probs.shape[1]
+    top, confidence, k = top_conf
     names: Sequence[object] = classes if classes is not None and len(classes) == k else range(k)
-    if probs.shape[0] == 1:  # the single-row fast path: scalars, no temporaries
-        row = probs[0]
-        i = int(row.argmax())
-        c = float(row[i])
+    if top.size == 1:  # the single-row fast path: scalars, no temporaries
+        c = float(confidence[0])
         if not math.isfinite(c):
             return EMPTY
-        return Analysis(confidence=np.array([c]), class_counts=[(names[i], 1)])
-    top = probs.argmax(axis=1)
-    confidence = np.take_along_axis(probs, top[:, None], axis=1).reshape(-1)
+        return Analysis(confidence=np.array([c]), class_counts=[(names[int(top[0])], 1)])
     finite = np.isfinite(confidence)
     if not finite.all():
         confidence, top = confidence[finite], top[finite]
@@ -142,23 +140,34 @@ def _guess(arr: np.ndarray, task: str | None) -> str:
     return LOGITS
 
 
-def _probabilities(arr: np.ndarray, kind: str) -> np.ndarray | None:
-    if kind == LOG_PROBA:
-        arr = np.exp(arr)
-        kind = PROBA
+def _top(arr: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """(top class per row, its probability as float64, number of classes), without a full probability matrix.
+
+    Softmax confidence is ``1 / sum(exp(x - max))``; the arithmetic stays in the output's own float type.
+    """
     if arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1):
         flat = arr.reshape(-1)
-        # one column: the positive class's probability, or a binary decision score (sigmoid)
-        p1 = flat if kind == PROBA else 0.5 * (1.0 + np.tanh(0.5 * flat))
-        return np.stack([1.0 - p1, p1], axis=1)
-    if arr.ndim != 2 or arr.shape[1] == 0:
+        if flat.size == 0:
+            return None
+        if kind in (SCORES, LOGITS):  # a binary decision score: sigmoid(|s|) for the predicted side
+            top = (flat > 0).astype(np.intp)
+            conf = 0.5 * (1.0 + np.tanh(0.5 * np.abs(flat)))
+        else:  # the positive class's probability (or its log)
+            p1 = np.exp(flat) if kind == LOG_PROBA else flat
+            top = (p1 > 0.5).astype(np.intp)
+            conf = np.maximum(p1, 1.0 - p1)
+        return top, np.asarray(conf, dtype=np.float64), 2
+    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
         return None
+    top = arr.argmax(axis=1)
+    best = np.take_along_axis(arr, top[:, None], axis=1)
     if kind == PROBA:
-        return arr
-    shifted = arr - arr.max(axis=1, keepdims=True)  # softmax, numerically stable
-    np.exp(shifted, out=shifted)
-    shifted /= shifted.sum(axis=1, keepdims=True)
-    return shifted
+        conf = best.reshape(-1)
+    elif kind == LOG_PROBA:
+        conf = np.exp(best.reshape(-1))
+    else:  # softmax of scores / logits
+        conf = 1.0 / np.exp(arr - best).sum(axis=1)
+    return top, np.asarray(conf, dtype=np.float64), arr.shape[1]
 
 
 def _label_counts(labels: np.ndarray) -> list[tuple[object, int]] | None:
