@@ -10,7 +10,7 @@ Run as a script (always exits by itself after ``--lifetime`` seconds)::
 
     python tests/otlp_receiver.py --out OUT.jsonl [--grpc-port 0] [--http-port 0]
         [--mode accept|slow:<s>|reject|reject-grpc-code:<CODE>|reject-http:<status>|blackhole]
-        [--fault-count N] [--retry-after SECONDS] [--lifetime 120]
+        [--fault-count N] [--retry-after SECONDS] [--lifetime 120] [--tls-cert PEM --tls-key PEM]
 
 Once listening it prints exactly one line ``READY grpc=<port> http=<port>`` to stdout.
 It can also be used in-process: ``with OtlpReceiver(path, ...) as rx: rx.grpc_port``.
@@ -29,6 +29,7 @@ import selectors
 import signal
 import socket
 import socketserver
+import ssl
 import sys
 import threading
 import time
@@ -557,8 +558,22 @@ class _LogsServicer(_Servicer, logs_service_pb2_grpc.LogsServiceServicer):
     signal_name = "logs"
 
 
-def _start_grpc(sink: RecordSink, port: int, retry_after: float | None) -> tuple[grpc.Server, int]:
-    """Start the OTLP/gRPC server on 127.0.0.1:port (0 = any free port)."""
+@dataclass(frozen=True)
+class TlsFiles:
+    """Server certificate chain and private key (PEM files) for TLS on both transports."""
+
+    cert: str
+    key: str
+
+    def read(self) -> tuple[bytes, bytes]:
+        with open(self.cert, "rb") as cert, open(self.key, "rb") as key:
+            return cert.read(), key.read()
+
+
+def _start_grpc(
+    sink: RecordSink, port: int, retry_after: float | None, tls: TlsFiles | None = None
+) -> tuple[grpc.Server, int]:
+    """Start the OTLP/gRPC server on 127.0.0.1:port (0 = any free port), with TLS when ``tls`` is given."""
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="otlp-grpc"),
         options=[
@@ -569,7 +584,11 @@ def _start_grpc(sink: RecordSink, port: int, retry_after: float | None) -> tuple
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceServicer(sink, retry_after), server)
     metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_MetricsServicer(sink, retry_after), server)
     logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_LogsServicer(sink, retry_after), server)
-    bound = server.add_insecure_port(f"{HOST}:{port}")
+    if tls is not None:
+        cert, key = tls.read()
+        bound = server.add_secure_port(f"{HOST}:{port}", grpc.ssl_server_credentials([(key, cert)]))
+    else:
+        bound = server.add_insecure_port(f"{HOST}:{port}")
     if not bound:
         raise OSError(f"gRPC server could not bind {HOST}:{port}")
     server.start()
@@ -585,10 +604,14 @@ class _HttpServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, port: int, sink: RecordSink, retry_after: float | None) -> None:
+    def __init__(self, port: int, sink: RecordSink, retry_after: float | None, tls: TlsFiles | None = None) -> None:
         self.sink = sink
         self.retry_after = retry_after
         super().__init__((HOST, port), _OtlpHttpHandler)
+        if tls is not None:  # HTTPS: the handshake happens on the handler thread's first read
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(tls.cert, tls.key)
+            self.socket = context.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
 
     def server_bind(self) -> None:
         """Bind without HTTPServer's getfqdn() lookup (can stall on some resolvers)."""
@@ -821,8 +844,10 @@ class OtlpReceiver:
         http_port: int = 0,
         fault_count: int = 0,
         retry_after: float | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.mode = parse_mode(mode) if isinstance(mode, str) else mode
+        self._tls = tls
         self.stop_event = threading.Event()
         self._out = open(out_path, "a", encoding="utf-8")  # noqa: SIM115 (closed in stop())
         self.sink = RecordSink(self._out, self.mode, fault_count, self.stop_event)
@@ -844,8 +869,8 @@ class OtlpReceiver:
                 self.http_port = self._blackhole.ports["http"]
                 self._blackhole.start()
                 return self
-            self._grpc, self.grpc_port = _start_grpc(self.sink, self._requested["grpc"], self._retry_after)
-            self._http = _HttpServer(self._requested["http"], self.sink, self._retry_after)
+            self._grpc, self.grpc_port = _start_grpc(self.sink, self._requested["grpc"], self._retry_after, self._tls)
+            self._http = _HttpServer(self._requested["http"], self.sink, self._retry_after, self._tls)
             self.http_port = self._http.server_address[1]
             self._http_thread = threading.Thread(
                 target=self._http.serve_forever, kwargs={"poll_interval": 0.2}, name="otlp-http", daemon=True
@@ -910,7 +935,11 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--lifetime", type=float, default=120.0, help="exit by itself after this many seconds"
     )
+    parser.add_argument("--tls-cert", default=None, help="PEM certificate chain: serve TLS on both ports")
+    parser.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
     args = parser.parse_args(argv)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
     try:
         parse_mode(args.mode)
     except ValueError as exc:
@@ -930,6 +959,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         http_port=args.http_port,
         fault_count=args.fault_count,
         retry_after=args.retry_after,
+        tls=TlsFiles(args.tls_cert, args.tls_key) if args.tls_cert else None,
     )
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:

@@ -8,6 +8,7 @@ integer comparison per call. Without ``configure`` the OpenTelemetry globals are
 from __future__ import annotations
 
 import collections
+import math
 import os
 import threading
 import weakref
@@ -40,6 +41,8 @@ class Runtime:
         self.aggregator.fallback = _SdkFallback(self)
         self._drops: collections.Counter[str] = collections.Counter()
         self._drops_lock = threading.Lock()
+        self._declared: set[str] = {semconv.DROP_QUEUE_FULL, semconv.DROP_SHUTDOWN}
+        self._error_baseline: dict[str, int] = {}
         self._monitors: weakref.WeakSet[Any] = weakref.WeakSet()
         self.worker = Worker(config.settings.queue_size, self._count_drop)
         self._bind()
@@ -87,12 +90,22 @@ class Runtime:
         with self._drops_lock:
             return dict(self._drops)
 
+    def declare_drop_reasons(self, *reasons: str) -> None:
+        """Report these reasons from the start (as 0), so a dashboard sees the series before the first drop."""
+        self._declared.update(reasons)
+
     def _observe_drops(self, options: CallbackOptions) -> Iterable[Observation]:
-        counts = {semconv.DROP_QUEUE_FULL: 0, semconv.DROP_SHUTDOWN: 0, **self.drops()}
+        counts = {**dict.fromkeys(sorted(self._declared), 0), **self.drops()}
         return [Observation(n, {semconv.OTEL_ML_REASON: reason}) for reason, n in counts.items()]
 
+    def error_counts(self) -> dict[str, int]:
+        """Internal errors of this process by stage (a forked child does not report its parent's)."""
+        base = self._error_baseline
+        counts = {stage: n - base.get(stage, 0) for stage, n in guard.error_counts().items()}
+        return {stage: n for stage, n in counts.items() if n > 0 or stage not in base}
+
     def _observe_errors(self, options: CallbackOptions) -> Iterable[Observation]:
-        return [Observation(n, {semconv.OTEL_ML_STAGE: stage}) for stage, n in guard.error_counts().items()]
+        return [Observation(n, {semconv.OTEL_ML_STAGE: stage}) for stage, n in self.error_counts().items()]
 
     def register_monitor(self, monitor: Any) -> None:
         """Remember an input monitor so ``force_flush`` can drain its buffered rows (weakly held)."""
@@ -107,11 +120,44 @@ class Runtime:
                 guard.internal_error("flush", exc)
 
     def after_fork_in_child(self) -> None:
-        """A forked child starts with empty otel-ml state: the parent's counts are the parent's to export."""
-        self.aggregator.clear()
-        self.worker._after_fork()
-        self._drops.clear()
+        """A forked child starts with empty otel-ml state: the parent's counts are the parent's to export.
+
+        Any lock another thread of the parent held at the moment of the fork stays held forever in the child
+        (that thread does not exist here), so every lock this touches is replaced *before* it is used; the
+        parent's half-updated state is then discarded with it. Never raises (it runs inside ``os.fork()``).
+        """
+        self._lock = threading.RLock()
         self._drops_lock = threading.Lock()
+        self._drops = collections.Counter()
+        try:
+            self._error_baseline = dict(guard._counts)  # read without its lock: this thread is the only one
+            guard._counts_lock = threading.Lock()
+            guard.log._lock = threading.Lock()
+            _reset_aggregator(self.aggregator)
+            # the WeakSet's own iteration guard is not fork-safe: read its weak references directly
+            for monitor in list(getattr(self._monitors, "data", ())):
+                obj = monitor()
+                if obj is not None:
+                    _reset_monitor(obj)
+        except Exception:  # pragma: no cover - defensive: the child must start whatever happens
+            pass
+        self.worker._after_fork()
+
+
+def _reset_aggregator(agg: Aggregator) -> None:
+    """Fresh locks, then no series: the aggregation's state as of the fork belongs to the parent."""
+    agg._lock = threading.Lock()
+    for inst in list(agg._instruments.values()):
+        inst._lock = threading.Lock()
+    agg.clear()
+
+
+def _reset_monitor(monitor: Any) -> None:
+    """The caller-side state of an input monitor: its lock and the rows it buffered (the parent's rows)."""
+    monitor._lock = threading.Lock()
+    monitor._buffer = None
+    monitor._filled = 0
+    monitor.events = []
 
 
 class _SdkFallback:
@@ -145,7 +191,24 @@ class _SdkFallback:
     def histogram_values(
         self, hist: VectorHistogram, values: np.ndarray, attributes: Mapping[str, AttributeValue]
     ) -> None:
-        """Arrays go value by value on the worker (the SDK has no batch record)."""
+        """Arrays go value by value on the worker (the SDK has no batch record).
+
+        An SDK histogram refuses negative values (and logs a warning for each one) and non-finite values: those
+        are dropped here and counted (``histogram_negative`` / ``non_finite``). ``ml.prediction.value`` of a
+        regression with negative outputs needs otel-ml's own aggregation (``configure`` or a ``SummaryReader``).
+        """
+        keep = np.isfinite(values)
+        non_finite = int(values.size - np.count_nonzero(keep))
+        keep &= values >= 0
+        negative = int(values.size - np.count_nonzero(keep)) - non_finite
+        if non_finite:
+            self._rt.count_drop(DROP_NON_FINITE, non_finite)
+        if negative:
+            self._rt.count_drop(DROP_HISTOGRAM_NEGATIVE, negative)
+        if non_finite or negative:
+            values = values[keep]
+        if not values.size:
+            return
         record = self._histogram(hist).record
         attrs = dict(attributes)
 
@@ -157,9 +220,18 @@ class _SdkFallback:
 
     def histogram_value(self, hist: VectorHistogram, value: float, attributes: Mapping[str, AttributeValue]) -> None:
         """Single values inline, so the SDK's trace-based exemplar filter sees the active span."""
+        if not math.isfinite(value):
+            self._rt.count_drop(DROP_NON_FINITE)
+            return
+        if value < 0:
+            self._rt.count_drop(DROP_HISTOGRAM_NEGATIVE)
+            return
         self._histogram(hist).record(value, attributes)
 
     def gauge_set(self, gauge: VectorGauge, value: float, attributes: Mapping[str, AttributeValue]) -> None:
+        if not math.isfinite(value):
+            self._rt.count_drop(DROP_NON_FINITE)
+            return
         inst = self._instrument(
             gauge.name, lambda m: m.create_gauge(gauge.name, unit=gauge.unit, description=gauge.description)
         )
@@ -170,6 +242,10 @@ class _SdkFallback:
             counter.name, lambda m: m.create_counter(counter.name, unit=counter.unit, description=counter.description)
         )
         inst.add(amount, attributes)
+
+
+DROP_NON_FINITE = "non_finite"
+DROP_HISTOGRAM_NEGATIVE = "histogram_negative"
 
 
 _runtime: Runtime | None = None

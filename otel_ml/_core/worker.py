@@ -33,14 +33,20 @@ class Worker:
         self._busy = 0
         self._closed = False
         self._pid = os.getpid()
+        self.offered = 0  # every submit: offered == completed + dropped + pending(), exactly
         self.completed = 0
         self.dropped = 0
 
-    def submit(self, task: Task) -> bool:
-        """Queue ``task``; returns False (and counts the drop) when full or shut down."""
+    def _forked(self) -> None:
+        """A fork that skipped the Python fork hooks (or a worker nobody reset): start clean here."""
         if self._pid != os.getpid():
             self._after_fork()
+
+    def submit(self, task: Task) -> bool:
+        """Queue ``task``; returns False (and counts the drop) when full or shut down."""
+        self._forked()
         with self._cond:
+            self.offered += 1
             if self._closed or len(self._queue) >= self.capacity:
                 reason = semconv.DROP_SHUTDOWN if self._closed else semconv.DROP_QUEUE_FULL
                 self.dropped += 1
@@ -85,6 +91,7 @@ class Worker:
     def drain(self, timeout: float) -> bool:
         """Wait until every queued task has run; False if ``timeout`` seconds passed first."""
         deadline = time.monotonic() + timeout
+        self._forked()
         with self._cond:
             while self._queue or self._busy:
                 remaining = deadline - time.monotonic()
@@ -95,7 +102,7 @@ class Worker:
 
     def close(self, timeout: float) -> None:
         """Finish queued work within ``timeout``, then stop; later submits are dropped and counted."""
-        self.drain(timeout)
+        self.drain(timeout)  # resets a forked copy first
         with self._cond:
             self._closed = True
             left = len(self._queue)
@@ -107,12 +114,25 @@ class Worker:
 
     def reopen(self) -> None:
         """Accept work again after :meth:`close` (a new pipeline was configured)."""
+        self._forked()
         with self._cond:
             self._closed = False
 
     def pending(self) -> int:
+        self._forked()
         with self._cond:
             return len(self._queue) + self._busy
+
+    def ledger(self) -> dict[str, int]:
+        """``offered`` tasks, and where each one is: completed, dropped (queue full / shut down) or pending."""
+        self._forked()
+        with self._cond:
+            return {
+                "offered": self.offered,
+                "completed": self.completed,
+                "dropped": self.dropped,
+                "pending": len(self._queue) + self._busy,
+            }
 
     def _after_fork(self) -> None:
         """Start clean in a forked child: no inherited tasks, no (dead) inherited thread."""
@@ -121,3 +141,4 @@ class Worker:
         self._cond = threading.Condition(threading.Lock())
         self._thread = None
         self._busy = 0
+        self.offered = self.completed = self.dropped = 0

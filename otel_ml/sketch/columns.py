@@ -165,6 +165,23 @@ def _pandas(x: Any) -> Table | Skip:
     return _from_columns(cols, _names(list(x.columns), len(cols)), len(x))
 
 
+_PLAIN = frozenset({int, float, bool, str, bytes, type(None)})
+
+
+def _plain_value(v: object) -> bool:
+    return type(v) in _PLAIN or isinstance(v, np.generic)
+
+
+def _plain_rows(x: list[Any] | tuple[Any, ...]) -> bool:
+    """A list of plain values, or of rows (lists, tuples, exact ndarrays) of plain values: safe for np.asarray."""
+    for item in x:
+        if _plain_value(item) or type(item) is np.ndarray:
+            continue
+        if type(item) not in (list, tuple) or not all(map(_plain_value, item)):
+            return False
+    return True
+
+
 def to_table(x: Any, feature_names: Sequence[object] | None = None, allow_device_copy: bool = False) -> Table | Skip:
     """Read ``x`` as feature columns (see module docstring); ``feature_names`` override derived ones."""
     if type(x) is np.ndarray:
@@ -209,7 +226,7 @@ def to_table(x: Any, feature_names: Sequence[object] | None = None, allow_device
     if isinstance(x, (list, tuple)):
         if not x:
             return Table([], [], 0, matrix=np.empty((0, 0)))
-        if isinstance(x[0], dict):
+        if not _plain_rows(x):  # np.asarray would call __array__/__len__/__iter__ of the user's own objects
             return Skip("input_type")
         try:
             arr = np.asarray(x)
