@@ -106,6 +106,8 @@ def analyze(out: object, kind: str, classes: Sequence[object] | None, task: str 
         return Analysis(values=values[np.isfinite(values)])
     if arr.dtype.kind != "f":
         arr = arr.astype(np.float64)
+    if arr.ndim == 2 and arr.shape[0] == 1 and arr.shape[1] > 1:
+        return _one_row(arr[0], kind, classes)
     top_conf = _top(arr, kind)
     if top_conf is None:
         return EMPTY
@@ -122,6 +124,22 @@ def analyze(out: object, kind: str, classes: Sequence[object] | None, task: str 
     counts = np.bincount(top, minlength=k)
     class_counts = [(names[int(i)], int(counts[i])) for i in np.flatnonzero(counts)]
     return Analysis(confidence=confidence, class_counts=class_counts)
+
+
+def _one_row(row: np.ndarray, kind: str, classes: Sequence[object] | None) -> Analysis:
+    """The single-row classifier output (the common online case): scalar arithmetic, no index arrays."""
+    i = int(row.argmax())
+    best = float(row[i])
+    if kind == PROBA:
+        c = best
+    elif kind == LOG_PROBA:
+        c = math.exp(best)
+    else:  # softmax of scores / logits
+        c = 1.0 / float(np.exp(row - row[i]).sum())
+    if not math.isfinite(c):
+        return EMPTY
+    names: Sequence[object] = classes if classes is not None and len(classes) == row.size else range(row.size)
+    return Analysis(confidence=np.array([c]), class_counts=[(names[i], 1)])
 
 
 def _guess(arr: np.ndarray, task: str | None) -> str:

@@ -9,6 +9,9 @@ providers already — then it uses the application's. It honours the standard va
 
 Reliability properties of the pipeline it builds:
 
+Each property lives in its own module: the span ledger in ``ledger``, fork safety in ``forksafe``, exporters,
+environment parsing and secrets in ``exporters``; this module wires them together.
+
 * **Span ledger.** Every sampled span that reaches the pipeline is in exactly one state at any time:
   queued, being exported, exported, or dropped with a reason (``span_queue_full``, ``span_export_failed``,
   ``span_already_shutdown``), so ``produced = exported + dropped{reason} + queued + in flight`` holds exactly
@@ -29,10 +32,8 @@ Reliability properties of the pipeline it builds:
 from __future__ import annotations
 
 import atexit
-import base64
 import contextlib
 import logging
-import math
 import os
 import sys
 import threading
@@ -40,381 +41,41 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
-    ConsoleMetricExporter,
     MetricExporter,
-    MetricExportResult,
     MetricReader,
-    MetricsData,
     PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace import SpanProcessor as _SdkSpanProcessor
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
-    ConsoleSpanExporter,
     SpanExporter,
-    SpanExportResult,
 )
 from opentelemetry.util.re import parse_env_headers
 
 from otel_ml import config
 from otel_ml._core import runtime
 from otel_ml._core.aggregation import MergingMetricExporter
+from otel_ml._core.exporters import bsp_settings, build_metric_exporter, build_span_exporter, metric_interval
+from otel_ml._core.forksafe import (
+    FORK_EXPORT_WAIT_S,
+    SDK_REFRESHES_RESOURCE_AT_FORK,
+    SERVICE_INSTANCE_ID,
+    ExportingPeriodicReader,
+    ProcessLocalMetricExporter,
+    ProcessResource,
+    fork_gate,
+    release_if_held,
+)
+from otel_ml._core.ledger import LedgerSpanProcessor, ProcessLocalSpanExporter, SpanLedger
 
 _log = logging.getLogger("otel_ml")
 
 SERVICE_NAME = "service.name"
-SERVICE_INSTANCE_ID = "service.instance.id"
-
-DROP_SPAN_QUEUE_FULL = "span_queue_full"
-DROP_SPAN_EXPORT_FAILED = "span_export_failed"
-DROP_SPAN_SHUTDOWN = "span_already_shutdown"
-SPAN_DROP_REASONS = (DROP_SPAN_QUEUE_FULL, DROP_SPAN_EXPORT_FAILED, DROP_SPAN_SHUTDOWN)
-
-_BSP_DEFAULTS = {
-    "OTEL_BSP_MAX_QUEUE_SIZE": 2048,
-    "OTEL_BSP_SCHEDULE_DELAY": 5000,
-    "OTEL_BSP_MAX_EXPORT_BATCH_SIZE": 512,
-    "OTEL_BSP_EXPORT_TIMEOUT": 30000,
-}
-_DEFAULT_METRIC_INTERVAL_MS = 60000.0
-_DEFAULT_OTLP_TIMEOUT_S = 10.0
-
-
-# --- the span ledger ------------------------------------------------------------------------------------------
-class SpanLedger:
-    """Exact accounting of the sampled spans that reach otel-ml's span pipeline.
-
-    Every span is in exactly one state, and each transition happens under one lock, so at any instant
-    ``produced == exported + failed + queue_full + already_shutdown + queued + in_flight``. ``queued`` counts the
-    spans handed to the ``BatchSpanProcessor`` and not yet picked up by its exporter; admission is refused (and
-    counted as ``span_queue_full``) when it reaches the queue's capacity, so the SDK's own drop-oldest path
-    never runs. :meth:`finalize` (at shutdown) turns whatever is still queued into ``span_already_shutdown`` and
-    an export still on the wire into ``span_export_failed``: after it, nothing else is sent.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._reset()
-
-    def _reset(self) -> None:
-        self._lock = threading.Lock()
-        self._pid = os.getpid()
-        self.produced = self.exported = self.failed = self.queue_full = self.already_shutdown = 0
-        self.queued = self.in_flight = 0
-        self.closed = False
-        self.final = False
-
-    def admit(self) -> bool:
-        """One sampled span ended: True if it may enter the queue (otherwise it was counted as dropped)."""
-        if self._pid != os.getpid():  # a fork that skipped the Python fork hooks (e.g. uWSGI): start clean
-            self._reset()
-        with self._lock:
-            self.produced += 1
-            if self.closed:
-                self.already_shutdown += 1
-                reason = DROP_SPAN_SHUTDOWN
-            elif self.queued >= self.capacity:
-                self.queue_full += 1
-                reason = DROP_SPAN_QUEUE_FULL
-            else:
-                self.queued += 1
-                return True
-        runtime.get().count_drop(reason)
-        return False
-
-    def begin_export(self, n: int) -> bool:
-        """The exporter took ``n`` spans off the queue; False once finalized (they were counted already)."""
-        with self._lock:
-            if self.final:
-                return False
-            self.queued -= n
-            self.in_flight += n
-            return True
-
-    def end_export(self, n: int, ok: bool) -> None:
-        with self._lock:
-            if self.final:  # abandoned at shutdown: already counted as span_export_failed
-                return
-            self.in_flight -= n
-            if ok:
-                self.exported += n
-                return
-            self.failed += n
-        runtime.get().count_drop(DROP_SPAN_EXPORT_FAILED, n)
-
-    def close(self) -> None:
-        """Shutdown started: spans ending from now on are dropped as ``span_already_shutdown``."""
-        with self._lock:
-            self.closed = True
-
-    def finalize(self) -> None:
-        """Shutdown is over: count what was left in the queue and on the wire; nothing is exported after this."""
-        with self._lock:
-            if self.final:
-                return
-            self.final = self.closed = True
-            left, wire = self.queued, self.in_flight
-            self.already_shutdown += left
-            self.failed += wire
-            self.queued = self.in_flight = 0
-        rt = runtime.get()
-        if left:
-            rt.count_drop(DROP_SPAN_SHUTDOWN, left)
-        if wire:
-            rt.count_drop(DROP_SPAN_EXPORT_FAILED, wire)
-
-    def snapshot(self) -> dict[str, int]:
-        """The ledger's counts; ``unexplained`` is 0 by construction (the identity above)."""
-        with self._lock:
-            counts = {
-                "produced": self.produced,
-                "exported": self.exported,
-                "span_export_failed": self.failed,
-                "span_queue_full": self.queue_full,
-                "span_already_shutdown": self.already_shutdown,
-                "queued": self.queued,
-                "in_flight": self.in_flight,
-            }
-        counts["unexplained"] = counts["produced"] - sum(v for k, v in counts.items() if k != "produced")
-        return counts
-
-
-class _LedgerSpanProcessor(_SdkSpanProcessor):
-    """Counts and admits each sampled span before the ``BatchSpanProcessor`` (one lock, three integer ops)."""
-
-    def __init__(self, inner: BatchSpanProcessor, ledger: SpanLedger) -> None:
-        self._inner = inner
-        self._ledger = ledger
-
-    def on_start(self, span: Any, parent_context: Any = None) -> None:
-        pass  # the BatchSpanProcessor does nothing on start either
-
-    def _on_ending(self, span: Any) -> None:
-        pass
-
-    def on_end(self, span: ReadableSpan) -> None:
-        ctx = span.context
-        if ctx is None or not ctx.trace_flags.sampled:
-            return
-        if self._ledger.admit():
-            self._inner.on_end(span)
-
-    def shutdown(self) -> None:
-        self._ledger.close()
-        self._inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._inner.force_flush(timeout_millis)
-
-
-class _ExportGate:
-    """Keeps a fork from happening in the middle of one of otel-ml's gRPC export RPCs.
-
-    gRPC skips its own fork handlers when a thread is inside gRPC at the moment of ``fork()`` ("Other threads are
-    currently calling into gRPC, skipping fork() handlers"); the child then inherits a half-copied gRPC core and
-    may hang or crash when it uses gRPC. Measured (100 forks while 8 threads predict and the exporters are busy):
-    without the gate 13-26 forks skip the handlers, the slowest child needs 3 s to exit and one run in ~8 had a
-    child die of SIGSEGV; with the gate, 0 skips and every child exits in ~0.1 s. Before a fork the forking
-    thread waits (at most ``FORK_EXPORT_WAIT_S``) for RPCs in flight to finish, and RPCs about to start wait for
-    the fork. Retry back-off sleeps are not RPCs: a fork never waits for an endpoint that refuses connections;
-    it waits (the bounded time) for one that accepts and never answers.
-    """
-
-    def __init__(self) -> None:
-        self._reset()
-
-    def _reset(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._active = 0
-        self._forking = False
-
-    def enter(self) -> None:
-        with self._cond:
-            while self._forking:
-                self._cond.wait(0.5)
-            self._active += 1
-
-    def exit(self) -> None:
-        with self._cond:
-            self._active -= 1
-            self._cond.notify_all()
-
-    def before_fork(self) -> None:
-        deadline = time.monotonic() + FORK_EXPORT_WAIT_S
-        with self._cond:
-            self._forking = True
-            while self._active and time.monotonic() < deadline:
-                self._cond.wait(max(0.0, deadline - time.monotonic()))
-
-    def after_fork_in_parent(self) -> None:
-        with self._cond:
-            self._forking = False
-            self._cond.notify_all()
-
-
-FORK_EXPORT_WAIT_S = 0.5
-_gate = _ExportGate()
-
-
-class _GatedStub:
-    """A gRPC OTLP stub whose ``Export`` RPCs hold the fork gate (only the RPC: not the retry back-off sleeps)."""
-
-    def __init__(self, stub: Any) -> None:
-        self._stub = stub
-
-    def Export(self, *args: Any, **kwargs: Any) -> Any:
-        _gate.enter()
-        try:
-            return self._stub.Export(*args, **kwargs)
-        finally:
-            _gate.exit()
-
-
-def _gate_grpc(exporter: Any) -> Any:
-    """Route a gRPC OTLP exporter's RPCs through the fork gate (also after it re-creates its channel)."""
-    init = getattr(exporter, "_initialize_channel_and_stub", None)
-    if getattr(exporter, "_client", None) is None or init is None:
-        return exporter  # another exporter version: exports run ungated
-
-    def reinit() -> None:
-        init()
-        exporter._client = _GatedStub(exporter._client)
-
-    exporter._initialize_channel_and_stub = reinit
-    exporter._client = _GatedStub(exporter._client)
-    return exporter
-
-
-class _ProcessLocalSpanExporter(SpanExporter):
-    """The span exporter of one process, counted in the ledger.
-
-    ``factory`` builds the real exporter; a forked child builds its own on its first export instead of using
-    the parent's (a gRPC channel must not cross a fork). An exporter passed to ``configure`` (no factory) is
-    used as it is.
-    """
-
-    def __init__(self, inner: SpanExporter, ledger: SpanLedger, factory: Callable[[], SpanExporter] | None) -> None:
-        self._inner = inner
-        self._ledger = ledger
-        self._factory = factory
-        self._pid = os.getpid()
-        self._shut = False
-
-    def _current(self) -> SpanExporter:
-        if self._pid != os.getpid() and self._factory is not None:
-            self._inner, self._pid, self._shut = self._factory(), os.getpid(), False
-        return self._inner
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        n = len(spans)
-        if not self._ledger.begin_export(n):
-            return SpanExportResult.FAILURE
-        ok = False
-        try:
-            result = self._current().export(spans)
-            ok = result is SpanExportResult.SUCCESS
-            return result
-        finally:
-            self._ledger.end_export(n, ok)
-
-    def shutdown(self) -> None:
-        if self._shut:  # the interrupt at the deadline and the processor's own shutdown both land here
-            return
-        self._shut = True
-        if self._pid == os.getpid() or self._factory is None:
-            self._inner.shutdown()
-
-    def interrupt(self) -> None:
-        """Abandon an export on the wire (shutdown ran out of time): the exporter's own shutdown cancels it."""
-        with contextlib.suppress(Exception):
-            self.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return self._current().force_flush(timeout_millis)
-
-
-class _ProcessLocalMetricExporter(MetricExporter):
-    """The metric exporter of one process, built lazily in a forked child (see :class:`_ProcessLocalSpanExporter`).
-
-    ``like`` gives the temporality/aggregation preferences without building an exporter (fork hook).
-    """
-
-    def __init__(
-        self,
-        factory: Callable[[], MetricExporter],
-        inner: MetricExporter | None = None,
-        like: MetricExporter | None = None,
-    ) -> None:
-        first = inner if inner is not None or like is not None else factory()
-        template = first if first is not None else like
-        super().__init__(
-            preferred_temporality=getattr(template, "_preferred_temporality", None),
-            preferred_aggregation=getattr(template, "_preferred_aggregation", None),
-        )
-        self._factory = factory
-        self._inner: MetricExporter | None = first
-        self._pid = os.getpid()
-        self.orphaned = False  # set in a forked child on the parent's copy: it must never send anything
-
-    def _current(self) -> MetricExporter:
-        if self._inner is None or self._pid != os.getpid():
-            self._inner, self._pid = self._factory(), os.getpid()
-        return self._inner
-
-    def export(self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: Any) -> MetricExportResult:
-        if self.orphaned:
-            return MetricExportResult.SUCCESS
-        return self._current().export(metrics_data, timeout_millis=timeout_millis, **kwargs)
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        if self.orphaned or self._inner is None:
-            return True
-        return self._current().force_flush(timeout_millis=timeout_millis)
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        if self.orphaned or self._inner is None or self._pid != os.getpid():
-            return
-        self.orphaned = True  # once: the interrupt at the deadline and the reader's own shutdown both land here
-        self._inner.shutdown(timeout_millis=timeout_millis, **kwargs)
-
-
-class _ProcessResource(Resource):
-    """The pipeline's resource; a forked child gets its own ``service.instance.id`` (unless the app set it).
-
-    Tracers and meters keep a reference to their provider's resource object, so renewing it in place moves
-    every one of them, including those other instrumentation created before the fork. SDKs >= 1.45 refresh
-    the instance id of their providers after a fork themselves (replacing the provider's resource object, and
-    overriding an id the application set); otel-ml then leaves it to them.
-    """
-
-    def __init__(self, attributes: Mapping[str, Any], schema_url: str | None, renew_instance_id: bool) -> None:
-        super().__init__(dict(attributes), schema_url)
-        self.renew_instance_id = renew_instance_id
-
-    def after_fork(self) -> None:
-        if self.renew_instance_id:
-            attrs = {**self.attributes, SERVICE_INSTANCE_ID: str(uuid.uuid4())}
-            Resource.__init__(self, attrs, self.schema_url)
-
-
-# SDK >= 1.45: TracerProvider/MeterProvider re-detect process-dependent resource attributes after a fork.
-_SDK_REFRESHES_RESOURCE_AT_FORK = hasattr(TracerProvider, "_handle_fork")
-
-
-class _ExportingPeriodicReader(PeriodicExportingMetricReader):
-    """otel-ml's exporting reader. In a forked child it is replaced by a fresh one (:func:`_retarget`), so the
-    SDK's own fork hook must not restart this one's ticker thread (which would then log "Cannot call collect")."""
-
-    def _at_fork_reinit(self) -> None:
-        pass
 
 
 @dataclass
@@ -428,7 +89,7 @@ class Pipeline:
     owns_meter_provider: bool
     readers: list[MetricReader] = field(default_factory=list)
     ledger: SpanLedger | None = None
-    span_exporter: _ProcessLocalSpanExporter | None = None
+    span_exporter: ProcessLocalSpanExporter | None = None
     exporting_readers: list[_ExportingReader] = field(default_factory=list)
 
     @property
@@ -451,7 +112,7 @@ class _ExportingReader:
 
     provider: MeterProvider
     reader: PeriodicExportingMetricReader
-    exporter: _ProcessLocalMetricExporter
+    exporter: ProcessLocalMetricExporter
     resource: Resource
     only_ours: bool
     interval_ms: float | None
@@ -463,291 +124,7 @@ _last_ledger: SpanLedger | None = None
 _atexit_registered = False
 
 
-# --- environment ---------------------------------------------------------------------------------------------
-def _protocol(signal: str, explicit: str | None) -> str:
-    value = (
-        explicit
-        or os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")
-        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
-    )
-    value = value.strip().lower()
-    if value not in ("grpc", "http/protobuf"):
-        _log.warning("otel_ml: unsupported OTLP protocol %r, using grpc", value)
-        return "grpc"
-    return value
-
-
-def _exporter_choice(signal: str) -> str:
-    value = os.environ.get(f"OTEL_{signal}_EXPORTER", "otlp").strip().lower() or "otlp"
-    if value not in ("otlp", "console", "none"):
-        _log.warning("otel_ml: unsupported OTEL_%s_EXPORTER=%r, using otlp", signal, value)
-        return "otlp"
-    return value
-
-
-def _positive_number(name: str, default: float) -> float:
-    """A positive number from ``name``; anything else is the default, with one warning (fails closed)."""
-    raw = os.environ.get(name)
-    if raw is None or not raw.strip():
-        return default
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        _log.warning("otel_ml: ignoring %s=%r (expected a positive number); using %s", name, raw, default)
-        return default
-    return value
-
-
-def _bsp_settings() -> dict[str, int]:
-    """The BatchSpanProcessor's settings, parsed by otel-ml (the SDK raises or logs a traceback on bad values)."""
-    s = {name: int(_positive_number(name, default)) for name, default in _BSP_DEFAULTS.items()}
-    if s["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"] > s["OTEL_BSP_MAX_QUEUE_SIZE"]:
-        _log.warning(
-            "otel_ml: OTEL_BSP_MAX_EXPORT_BATCH_SIZE=%s exceeds OTEL_BSP_MAX_QUEUE_SIZE=%s; using %s",
-            s["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"],
-            s["OTEL_BSP_MAX_QUEUE_SIZE"],
-            s["OTEL_BSP_MAX_QUEUE_SIZE"],
-        )
-        s["OTEL_BSP_MAX_EXPORT_BATCH_SIZE"] = s["OTEL_BSP_MAX_QUEUE_SIZE"]
-    return s
-
-
-def _otlp_timeout(signal: str) -> float | None:
-    """``None`` when the exporters may read their timeout variables themselves; the default when one is bad
-    (the gRPC exporter would otherwise raise ``ValueError`` out of ``configure``)."""
-    for name in (f"OTEL_EXPORTER_OTLP_{signal}_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"):
-        raw = os.environ.get(name)
-        if raw is None or not raw.strip():
-            continue
-        try:
-            value = float(raw.strip())
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or value <= 0:
-            _log.warning("otel_ml: ignoring %s=%r (expected a positive number); using %s", name, raw, 10)
-            return _DEFAULT_OTLP_TIMEOUT_S
-    return None
-
-
-def _metric_interval(explicit: float | None) -> float:
-    if explicit is not None:
-        return explicit
-    return _positive_number("OTEL_METRIC_EXPORT_INTERVAL", _DEFAULT_METRIC_INTERVAL_MS)
-
-
-# --- endpoints and secrets -----------------------------------------------------------------------------------
-@dataclass
-class _Target:
-    """Where one signal goes: a URL without userinfo, and the headers (userinfo became Basic auth)."""
-
-    endpoint: str | None
-    headers: dict[str, str] | None
-
-
-_secrets: set[str] = set()
-
-
-def _remember_secret(value: str) -> None:
-    value = value.strip()
-    if len(value) >= 4:  # shorter values would redact ordinary words
-        _secrets.add(value)
-        _install_redaction()
-
-
-def _signal_url(base: str, signal: str) -> str:
-    """``<base>/v1/<signal>`` with the signal path added to the URL's path, so a query string stays a query
-    (the SDK appends it to the end of the whole string, which turns ``?key=v`` into ``?key=v/v1/traces``)."""
-    parts = urlsplit(base)
-    path = parts.path.rstrip("/") + f"/v1/{signal.lower()}"
-    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
-
-
-def _target(signal: str, protocol: str, endpoint: str | None, headers: Mapping[str, str] | None) -> _Target:
-    """Resolve the endpoint and headers the exporters would use, and move secrets out of the URL."""
-    if endpoint is None:
-        endpoint = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")
-        if endpoint is None and os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") is not None:
-            base = os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"]
-            endpoint = _signal_url(base, signal) if protocol == "http/protobuf" else base
-    elif protocol == "http/protobuf":
-        endpoint = _signal_url(endpoint, signal)
-    merged: dict[str, str] | None = dict(headers) if headers else None
-    for name in (f"OTEL_EXPORTER_OTLP_{signal}_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"):
-        raw = os.environ.get(name)
-        if raw:
-            for value in parse_env_headers(raw, liberal=True).values():
-                _remember_secret(value)
-    for value in (headers or {}).values():
-        _remember_secret(str(value))
-    if endpoint is None:
-        return _Target(None, merged)
-    parts = urlsplit(endpoint)
-    for _, value in parse_qsl(parts.query, keep_blank_values=False):
-        _remember_secret(value)
-    if parts.username is None and parts.password is None:
-        return _Target(endpoint, merged)
-    user, password = unquote(parts.username or ""), unquote(parts.password or "")
-    for secret in (user, password, parts.netloc.rpartition("@")[0]):
-        _remember_secret(secret)
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host  # an IPv6 literal keeps its brackets
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    clean = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    if merged is None:
-        merged = {}
-        for name in (f"OTEL_EXPORTER_OTLP_{signal}_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"):
-            if os.environ.get(name):  # explicit headers replace the variables: keep what they said
-                merged.update(parse_env_headers(os.environ[name], liberal=True))
-                break
-    if not any(k.lower() == "authorization" for k in merged):
-        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
-        merged["authorization"] = f"Basic {token}"
-        _remember_secret(token)
-    return _Target(clean, merged)
-
-
-class _RedactSecrets(logging.Filter):
-    """Replaces OTLP header values, endpoint userinfo and query values in a log record by ``<redacted>``."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        secrets = tuple(_secrets)
-        if not secrets:
-            return True
-        try:
-            message = record.getMessage()
-        except Exception:
-            return True
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if any(s in message or (record.exc_text and s in record.exc_text) for s in secrets):
-            for s in secrets:
-                message = message.replace(s, "<redacted>")
-                if record.exc_text:
-                    record.exc_text = record.exc_text.replace(s, "<redacted>")
-            record.msg, record.args = message, None
-        return True
-
-
-# Loggers that may print an endpoint (with its query) or an exception carrying one. A filter on a logger only
-# sees records created on that very logger, hence the explicit list.
-_REDACTED_LOGGERS = (
-    "opentelemetry.exporter.otlp.proto.grpc.exporter",
-    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
-    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
-    "opentelemetry.exporter.otlp.proto.http._log_exporter",
-    "opentelemetry.exporter.otlp.proto.http._common",
-    "opentelemetry.exporter.otlp.common.http",
-    "opentelemetry.sdk._shared_internal",
-    "opentelemetry.sdk.metrics._internal.export",
-    "urllib3.connectionpool",
-    "otel_ml",
-)
-_redaction = _RedactSecrets()
-
-
-def _install_redaction() -> None:
-    for name in _REDACTED_LOGGERS:
-        logger = logging.getLogger(name)
-        if _redaction not in logger.filters:
-            logger.addFilter(_redaction)
-
-
-# --- exporters -----------------------------------------------------------------------------------------------
-def _http_session(signal: str) -> Any:
-    """A requests session for the OTLP/HTTP exporter when a CA certificate is configured, else ``None``.
-
-    The exporter sets ``session.verify`` to ``OTEL_EXPORTER_OTLP_CERTIFICATE``, but requests lets
-    ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE`` from the environment override a session's ``verify``
-    (psf/requests#3829): the configured CA would be silently ignored and every export would fail verification.
-    This session keeps the exporter's own setting.
-    """
-    configured = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_CERTIFICATE") or os.environ.get(
-        "OTEL_EXPORTER_OTLP_CERTIFICATE"
-    )
-    provider = os.environ.get(f"OTEL_PYTHON_EXPORTER_OTLP_HTTP_{signal}_CREDENTIAL_PROVIDER")
-    if not configured or provider:
-        return None
-    import requests
-
-    class _VerifyPinnedSession(requests.Session):
-        def merge_environment_settings(self, *args: Any, **kwargs: Any) -> Any:
-            settings = super().merge_environment_settings(*args, **kwargs)
-            settings["verify"] = self.verify
-            return settings
-
-    return _VerifyPinnedSession()
-
-
-def _span_exporter(
-    endpoint: str | None,
-    protocol: str | None,
-    headers: Mapping[str, str] | None,
-    meter_provider: metrics.MeterProvider | None = None,
-) -> SpanExporter | None:
-    choice = _exporter_choice("TRACES")
-    if choice == "none":
-        return None
-    if choice == "console":
-        return ConsoleSpanExporter()
-    proto = _protocol("TRACES", protocol)
-    target = _target("TRACES", proto, endpoint, headers)
-    timeout = _otlp_timeout("TRACES")
-    if proto == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
-
-        return HttpSpanExporter(
-            endpoint=target.endpoint,
-            headers=target.headers,
-            timeout=timeout,
-            session=_http_session("TRACES"),
-            meter_provider=meter_provider,
-        )
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
-
-    return _gate_grpc(
-        GrpcSpanExporter(
-            endpoint=target.endpoint, headers=target.headers, timeout=timeout, meter_provider=meter_provider
-        )
-    )
-
-
-def _metric_exporter(
-    endpoint: str | None,
-    protocol: str | None,
-    headers: Mapping[str, str] | None,
-    meter_provider: metrics.MeterProvider | None = None,
-) -> MetricExporter | None:
-    choice = _exporter_choice("METRICS")
-    if choice == "none":
-        return None
-    if choice == "console":
-        return ConsoleMetricExporter()
-    proto = _protocol("METRICS", protocol)
-    target = _target("METRICS", proto, endpoint, headers)
-    timeout = _otlp_timeout("METRICS")
-    if proto == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
-
-        return HttpMetricExporter(
-            endpoint=target.endpoint,
-            headers=target.headers,
-            timeout=timeout,
-            session=_http_session("METRICS"),
-            meter_provider=meter_provider,
-        )
-    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
-
-    return _gate_grpc(
-        GrpcMetricExporter(
-            endpoint=target.endpoint, headers=target.headers, timeout=timeout, meter_provider=meter_provider
-        )
-    )
-
-
-def _resource(service_name: str | None, attributes: Mapping[str, str] | None) -> _ProcessResource:
+def _resource(service_name: str | None, attributes: Mapping[str, str] | None) -> ProcessResource:
     attrs: dict[str, str] = dict(attributes or {})
     if service_name:
         attrs[SERVICE_NAME] = service_name
@@ -756,7 +133,7 @@ def _resource(service_name: str | None, attributes: Mapping[str, str] | None) ->
     resource = Resource.create(attrs)
     if SERVICE_INSTANCE_ID not in resource.attributes:  # SDKs < 1.45 do not generate one
         resource = resource.merge(Resource({SERVICE_INSTANCE_ID: str(uuid.uuid4())}))
-    return _ProcessResource(resource.attributes, resource.schema_url, renew_instance_id=not explicit)
+    return ProcessResource(resource.attributes, resource.schema_url, renew_instance_id=not explicit)
 
 
 def _exporting_reader(
@@ -769,9 +146,9 @@ def _exporting_reader(
     like: MetricExporter | None = None,
 ) -> _ExportingReader:
     """A periodic reader exporting otel-ml's aggregation (and, unless ``only_ours``, the provider's metrics)."""
-    exporter = _ProcessLocalMetricExporter(factory, first, like)
+    exporter = ProcessLocalMetricExporter(factory, first, like)
     merging = MergingMetricExporter(exporter, runtime.get().aggregator, resource, only_ours=only_ours)
-    reader = _ExportingPeriodicReader(merging, export_interval_millis=_metric_interval(interval_ms))
+    reader = ExportingPeriodicReader(merging, export_interval_millis=metric_interval(interval_ms))
     return _ExportingReader(mp, reader, exporter, resource, only_ours, interval_ms)
 
 
@@ -815,11 +192,11 @@ def configure(
                 given = metric_exporter
                 exporting.append(_exporting_reader(sdk_mp, lambda: given, resource, False, metric_export_interval_ms))
             else:
-                first = _metric_exporter(endpoint, protocol, headers, sdk_mp)
+                first = build_metric_exporter(endpoint, protocol, headers, sdk_mp)
                 if first is not None:
 
                     def make_metric_exporter() -> MetricExporter:
-                        built = _metric_exporter(endpoint, protocol, headers, sdk_mp)
+                        built = build_metric_exporter(endpoint, protocol, headers, sdk_mp)
                         assert built is not None
                         return built
 
@@ -832,6 +209,8 @@ def configure(
             # otel-ml flushes and shuts it down itself.
             for er in exporting:
                 sdk_mp.add_metric_reader(er.reader)
+            if exporting:  # a later attach_to_meter_provider (an auto-instrumentor's) must not add a second one
+                _attached.add(id(sdk_mp))
             mp: metrics.MeterProvider = sdk_mp
             owns_mp = True
         else:
@@ -842,23 +221,23 @@ def configure(
 
         global_tp = trace.get_tracer_provider()
         ledger: SpanLedger | None = None
-        counted: _ProcessLocalSpanExporter | None = None
+        counted: ProcessLocalSpanExporter | None = None
         if isinstance(global_tp, trace.ProxyTracerProvider) and not sdk_disabled:
             sdk_tp = TracerProvider(resource=resource, shutdown_on_exit=False)
             self_metrics = mp if isinstance(mp, MeterProvider) else None
-            exporter = span_exporter or _span_exporter(endpoint, protocol, headers, self_metrics)
+            exporter = span_exporter or build_span_exporter(endpoint, protocol, headers, self_metrics)
             if exporter is not None:
                 factory: Callable[[], SpanExporter] | None = None
                 if span_exporter is None:
 
                     def factory() -> SpanExporter:
-                        built = _span_exporter(endpoint, protocol, headers, self_metrics)
+                        built = build_span_exporter(endpoint, protocol, headers, self_metrics)
                         assert built is not None
                         return built
 
-                bsp = _bsp_settings()
+                bsp = bsp_settings()
                 ledger = SpanLedger(bsp["OTEL_BSP_MAX_QUEUE_SIZE"])
-                counted = _ProcessLocalSpanExporter(exporter, ledger, factory)
+                counted = ProcessLocalSpanExporter(exporter, ledger, factory)
                 processor = BatchSpanProcessor(
                     counted,
                     max_queue_size=bsp["OTEL_BSP_MAX_QUEUE_SIZE"],
@@ -867,7 +246,7 @@ def configure(
                     export_timeout_millis=bsp["OTEL_BSP_EXPORT_TIMEOUT"],
                     meter_provider=self_metrics,
                 )
-                sdk_tp.add_span_processor(_LedgerSpanProcessor(processor, ledger))
+                sdk_tp.add_span_processor(LedgerSpanProcessor(processor, ledger))
             tp: trace.TracerProvider = sdk_tp
             owns_tp = True
         else:
@@ -932,12 +311,12 @@ def attach_to_meter_provider(
     if not isinstance(mp, MeterProvider) or id(mp) in _attached:
         return id(mp) in _attached
     sdk_mp = mp
-    first = _metric_exporter(endpoint, protocol, headers, sdk_mp)
+    first = build_metric_exporter(endpoint, protocol, headers, sdk_mp)
     if first is None:
         return False
 
     def make() -> MetricExporter:
-        built = _metric_exporter(endpoint, protocol, headers, sdk_mp)
+        built = build_metric_exporter(endpoint, protocol, headers, sdk_mp)
         assert built is not None
         return built
 
@@ -1079,15 +458,6 @@ def _reset_for_tests() -> None:
 
 
 # --- fork -------------------------------------------------------------------------------------------------------
-def _release_if_held(owner: object, attribute: str) -> None:
-    """A lock a thread of the parent held at fork time stays locked forever in the child (that thread does not
-    exist there); a plain ``threading.Lock`` may be released by any thread, so release it."""
-    lock = getattr(owner, attribute, None)
-    if lock is not None and hasattr(lock, "locked") and lock.locked():
-        with contextlib.suppress(RuntimeError):
-            lock.release()
-
-
 def _retarget(er: _ExportingReader) -> _ExportingReader:
     """In a forked child: a fresh reader (no parent state, new lock and thread) and exporter replace ``er``."""
     er.exporter.orphaned = True  # the parent's copy never sends anything from this process
@@ -1096,8 +466,8 @@ def _retarget(er: _ExportingReader) -> _ExportingReader:
         er.provider, er.exporter._factory, er.resource, er.only_ours, er.interval_ms, like=er.exporter
     )
     consumer = getattr(er.provider, "_measurement_consumer", None)
-    _release_if_held(consumer, "_lock")
-    _release_if_held(MeterProvider, "_all_metric_readers_lock")
+    release_if_held(consumer, "_lock")
+    release_if_held(MeterProvider, "_all_metric_readers_lock")
     er.provider.add_metric_reader(fresh.reader)
     er.provider.remove_metric_reader(er.reader)  # public API: drops the storage holding the parent's points
     return fresh
@@ -1107,8 +477,8 @@ def _after_fork_in_child() -> None:
     """Re-target otel-ml's pipeline in a forked child (see the module docstring). Never raises."""
     global _lock, _pipeline
     _lock = threading.Lock()
-    unsafe = _gate._active > 0
-    _gate._reset()
+    unsafe = fork_gate._active > 0
+    fork_gate._reset()
     if unsafe:
         with contextlib.suppress(Exception):
             _log.warning(
@@ -1119,14 +489,14 @@ def _after_fork_in_child() -> None:
     pipeline = _pipeline
     try:
         built = pipeline.built_resource if pipeline is not None else None
-        if isinstance(built, _ProcessResource) and not _SDK_REFRESHES_RESOURCE_AT_FORK:
+        if isinstance(built, ProcessResource) and not SDK_REFRESHES_RESOURCE_AT_FORK:
             built.after_fork()
         if pipeline is not None and pipeline.ledger is not None:
             pipeline.ledger._reset()  # the BatchSpanProcessor's own fork hook empties its queue
         if pipeline is not None:
             pipeline.exporting_readers = [_retarget(er) for er in pipeline.exporting_readers]
             pipeline.readers = [er.reader for er in pipeline.exporting_readers] + [
-                r for r in pipeline.readers if not isinstance(r, _ExportingPeriodicReader)
+                r for r in pipeline.readers if not isinstance(r, ExportingPeriodicReader)
             ]
         for i, er in enumerate(_added_exporting):
             fresh = _retarget(er)
@@ -1171,5 +541,7 @@ def _register_mp_finalizer(_: object) -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(
-        before=_gate.before_fork, after_in_parent=_gate.after_fork_in_parent, after_in_child=_after_fork_in_child
+        before=fork_gate.before_fork,
+        after_in_parent=fork_gate.after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
     )

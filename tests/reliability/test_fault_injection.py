@@ -30,7 +30,8 @@ from sklearn.linear_model import LogisticRegression
 
 import otel_ml
 from otel_ml import config
-from otel_ml._core import guard, recorder, runtime, setup
+from otel_ml._core import guard, recorder, runtime
+from otel_ml._core import ledger as ledger_module
 from otel_ml._core.aggregation import MergingMetricExporter, VectorHistogram
 from otel_ml._core.monitor import InputMonitor
 from otel_ml.drift import metrics as drift_metrics
@@ -290,10 +291,10 @@ def test_exporter_faults_are_counted_not_raised(
     """otel-ml's span pipeline (ledger + BatchSpanProcessor) and metric pipeline with exporters that raise."""
     rt = runtime.get()
     span_exporter = RaisingSpanExporter(fault)
-    ledger = setup.SpanLedger(2048)
+    ledger = ledger_module.SpanLedger(2048)
     tp = TracerProvider(resource=Resource.create({}), shutdown_on_exit=False)
-    counted = setup._ProcessLocalSpanExporter(span_exporter, ledger, None)
-    tp.add_span_processor(setup._LedgerSpanProcessor(BatchSpanProcessor(counted), ledger))
+    counted = ledger_module.ProcessLocalSpanExporter(span_exporter, ledger, None)
+    tp.add_span_processor(ledger_module.LedgerSpanProcessor(BatchSpanProcessor(counted), ledger))
     metric_exporter = RaisingMetricExporter(fault)
     reader = PeriodicExportingMetricReader(
         MergingMetricExporter(metric_exporter, rt.aggregator, Resource.create({})), export_interval_millis=1e9

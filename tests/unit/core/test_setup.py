@@ -53,6 +53,25 @@ def test_configure_builds_sdk_providers_once() -> None:
     assert out.split() == ["True", "True", "True", "True", "True", "svc-a", "36"]
 
 
+def test_attach_after_configure_adds_no_second_reader() -> None:
+    """An auto-instrumentor attaching to configure()'s own provider must not add a second exporting reader."""
+    out = _run(
+        """
+        import otel_ml
+        from otel_ml._core import setup
+        from opentelemetry import metrics
+        p = otel_ml.configure(service_name="svc")
+        mp = metrics.get_meter_provider()
+        before = len(mp._all_metric_readers)  # the SDK keeps every reader here
+        print(setup.attach_to_meter_provider(mp), len(mp._all_metric_readers) - before, len(p.readers))
+        otel_ml.shutdown(timeout=1)
+        """,
+        OTEL_TRACES_EXPORTER="none",
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9",
+    )
+    assert out.split() == ["True", "0", "1"]
+
+
 def test_configure_uses_the_applications_providers() -> None:
     out = _run(
         """
