@@ -177,6 +177,16 @@ def _top(arr: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray, int] | Non
         return top, np.asarray(conf, dtype=np.float64), 2
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
         return None
+    if arr.shape[1] == 2:  # binary: two column compares instead of argmax + gather
+        c0, c1 = arr[:, 0], arr[:, 1]
+        top = np.greater(c1, c0).view(np.int8).astype(np.intp)
+        if kind == PROBA:
+            conf = np.maximum(c0, c1)
+        elif kind == LOG_PROBA:
+            conf = np.exp(np.maximum(c0, c1))
+        else:  # softmax over two scores = sigmoid of their gap
+            conf = 1.0 / (1.0 + np.exp(-np.abs(c1 - c0)))
+        return top, np.asarray(conf, dtype=np.float64), 2
     top = arr.argmax(axis=1)
     best = np.take_along_axis(arr, top[:, None], axis=1)
     if kind == PROBA:
