@@ -7,11 +7,15 @@ service name, exemplar filter, export interval) are read by the OpenTelemetry SD
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
 
 _log = logging.getLogger("otel_ml")
 
@@ -30,7 +34,7 @@ OTEL_ML_ATTRIBUTE_VALUE_MAX_LENGTH = "OTEL_ML_ATTRIBUTE_VALUE_MAX_LENGTH"
 OTEL_ML_QUEUE_SIZE = "OTEL_ML_QUEUE_SIZE"
 """Tasks the background worker may hold (default 1024); beyond it work is dropped and counted."""
 OTEL_ML_SHUTDOWN_TIMEOUT = "OTEL_ML_SHUTDOWN_TIMEOUT"
-"""Seconds the exit-time shutdown may take (default 5)."""
+"""Seconds the exit-time shutdown may take (default 5, at most 3600)."""
 OTEL_ML_LOG_INTERVAL = "OTEL_ML_LOG_INTERVAL"
 """Seconds between two log lines about the same internal problem (default 60)."""
 OTEL_ML_SKETCH_INPUTS = "OTEL_ML_SKETCH_INPUTS"
@@ -52,7 +56,14 @@ OTEL_ML_CARDINALITY_LIMIT = "OTEL_ML_CARDINALITY_LIMIT"
 OTEL_ML_SKETCH_THREADS = "OTEL_ML_SKETCH_THREADS"
 """Threads sketching the columns of large batches (default min(2, cores); 1 = only the worker thread)."""
 OTEL_ML_SKETCH_BUFFER_ROWS = "OTEL_ML_SKETCH_BUFFER_ROWS"
-"""Rows buffered on the caller's thread before a vectorised sketch update on the worker (default 256)."""
+"""Rows buffered on the caller's thread before a vectorised sketch update on the worker (default 1024, at most
+65536: the buffer is allocated up front, rows x features x 8 bytes). Buffers are also handed over at every metric
+export, so a quiet model's rows are never held longer than one export interval."""
+
+MAX_SHUTDOWN_TIMEOUT = 3600.0
+"""Largest accepted ``OTEL_ML_SHUTDOWN_TIMEOUT``: beyond ``threading.TIMEOUT_MAX`` waits raise ``OverflowError``."""
+MAX_SKETCH_BUFFER_ROWS = 65536
+"""Largest accepted ``OTEL_ML_SKETCH_BUFFER_ROWS`` (a larger buffer fails to allocate on the first call)."""
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -77,7 +88,7 @@ class Settings:
     warmup_rows: int = 1000
     max_features: int = 100
     capture_categories: bool = False
-    sketch_buffer_rows: int = 256
+    sketch_buffer_rows: int = 1024
     sketch_threads: int = min(2, os.cpu_count() or 1)
     cardinality_limit: int = 2000
     accuracy_window: float = 300.0
@@ -96,7 +107,7 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     return default
 
 
-def _number(env: Mapping[str, str], name: str, default: float, low: float, cast: type) -> float:
+def _number(env: Mapping[str, str], name: str, default: float, low: float, cast: type, high: float = math.inf) -> float:
     raw = env.get(name)
     if raw is None or not raw.strip():
         return default
@@ -107,6 +118,9 @@ def _number(env: Mapping[str, str], name: str, default: float, low: float, cast:
         return default
     if not math.isfinite(value) or value < low:
         _log.warning("otel_ml: ignoring %s=%r (below %s); using %s", name, raw, low, default)
+        return default
+    if value > high:
+        _log.warning("otel_ml: ignoring %s=%r (above %s); using %s", name, raw, high, default)
         return default
     return value
 
@@ -122,7 +136,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         max_models=int(_number(env, OTEL_ML_MAX_MODELS, 200, 1, int)),
         attribute_value_max_length=int(_number(env, OTEL_ML_ATTRIBUTE_VALUE_MAX_LENGTH, 256, 16, int)),
         queue_size=int(_number(env, OTEL_ML_QUEUE_SIZE, 1024, 1, int)),
-        shutdown_timeout=float(_number(env, OTEL_ML_SHUTDOWN_TIMEOUT, 5.0, 0.0, float)),
+        shutdown_timeout=float(_number(env, OTEL_ML_SHUTDOWN_TIMEOUT, 5.0, 0.0, float, MAX_SHUTDOWN_TIMEOUT)),
         log_interval=float(_number(env, OTEL_ML_LOG_INTERVAL, 60.0, 0.0, float)),
         sketch_inputs=_bool(env, OTEL_ML_SKETCH_INPUTS, True),
         drift_window=int(_number(env, OTEL_ML_DRIFT_WINDOW, 5000, 0, int)),
@@ -130,7 +144,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         warmup_rows=int(_number(env, OTEL_ML_WARMUP_ROWS, 1000, 1, int)),
         max_features=int(_number(env, OTEL_ML_MAX_FEATURES, 100, 1, int)),
         capture_categories=_bool(env, OTEL_ML_CAPTURE_CATEGORIES, False),
-        sketch_buffer_rows=int(_number(env, OTEL_ML_SKETCH_BUFFER_ROWS, 256, 1, int)),
+        sketch_buffer_rows=int(_number(env, OTEL_ML_SKETCH_BUFFER_ROWS, 1024, 1, int, MAX_SKETCH_BUFFER_ROWS)),
         accuracy_window=float(_number(env, OTEL_ML_ACCURACY_WINDOW, 300.0, 1.0, float)),
         cardinality_limit=int(_number(env, OTEL_ML_CARDINALITY_LIMIT, 2000, 2, int)),
         sketch_threads=int(_number(env, OTEL_ML_SKETCH_THREADS, min(2, os.cpu_count() or 1), 1, int)),
@@ -145,3 +159,90 @@ def reload(env: Mapping[str, str] | None = None) -> Settings:
     global settings
     settings = load(env)
     return settings
+
+
+# --- configuration warnings, once ------------------------------------------------------------------------------
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def warn_once(message: str, *args: object) -> None:
+    """Log a configuration warning on otel-ml's logger once per process.
+
+    The same unreadable variable is read again for each signal (traces, metrics), each instrumentor, and in each
+    forked child rebuilding its exporters: saying it again adds nothing. (Forked children inherit what was said.)
+    """
+    text = message % args if args else message
+    with _warned_lock:
+        if text in _warned:
+            return
+        _warned.add(text)
+    _log.warning(message, *args)
+
+
+class _OncePerMessage(logging.Filter):
+    """Lets the first of identical records (logger, level, message) through and drops the repeats."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[tuple[str, int, str]] = set()
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            key = (record.name, record.levelno, record.getMessage())
+        except Exception:  # a record that does not format: let the handlers report it
+            return True
+        with self._lock:
+            if key in self._seen:
+                return False
+            self._seen.add(key)
+        return True
+
+
+# Loggers that report unreadable OTEL_* values while the SDK's providers and exporters are built. The SDK and the
+# exporters parse some variables once per signal (headers, resource attributes), which repeats the same warning.
+_CONFIGURATION_LOGGERS = (
+    "otel_ml",
+    "opentelemetry.attributes",
+    "opentelemetry.util.re",
+    "opentelemetry.sdk.resources",
+    "opentelemetry.sdk.trace.sampling",
+    "opentelemetry.sdk.metrics._internal.export",
+    "opentelemetry.exporter.otlp.proto.common._internal.metrics_encoder",
+    "opentelemetry.exporter.otlp.proto.grpc.exporter",
+    "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+    "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+    "opentelemetry.exporter.otlp.proto.http._common",
+)
+
+
+@contextmanager
+def configuration_warnings_once() -> Iterator[None]:
+    """While active, a warning repeated word for word by the configuration loggers is logged once."""
+    existing = list(logging.root.manager.loggerDict)  # one C-level copy: other threads may add loggers
+    names = {n for n in existing if n == "otel_ml" or n.startswith("opentelemetry")}
+    loggers = [logging.getLogger(n) for n in sorted(names.union(_CONFIGURATION_LOGGERS))]
+    once = _OncePerMessage()
+    for logger in loggers:
+        logger.addFilter(once)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(once)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def warnings_once(fn: Callable[P, R]) -> Callable[P, R]:
+    """Decorator: :func:`configuration_warnings_once` around each call of ``fn`` (``otel_ml.configure``)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with configuration_warnings_once():
+            return fn(*args, **kwargs)
+
+    return wrapper

@@ -26,6 +26,7 @@ class InMemoryTelemetry:
 
     def __init__(self, merge: bool = True, resource: Resource | None = None) -> None:
         rt = runtime.get()
+        rt.worker.drain(10.0)  # work queued before (e.g. by the last collection) must not land in this one
         rt.aggregator.clear()
         self.resource = resource or Resource.create({"service.name": "otel-ml-test"})
         self.exporter = InMemorySpanExporter()
@@ -67,6 +68,7 @@ class InMemoryTelemetry:
     def close(self) -> None:
         """Stop recording here; otel-ml falls back to the global providers."""
         rt = runtime.get()
+        rt.worker.drain(10.0)
         rt.use(None, None)
         self.meter_provider.shutdown()
         self.tracer_provider.shutdown()

@@ -158,11 +158,12 @@ class VectorHistogram:
             s.high = high if high > s.high else s.high
             if sampled:
                 assert ctx is not None
-                s.ex_value[idx] = values
-                s.ex_time[idx] = now
-                s.ex_trace_hi[idx] = ctx.trace_id >> 64
-                s.ex_trace_lo[idx] = ctx.trace_id & _MASK64
-                s.ex_span[idx] = ctx.span_id
+                s.ex_value[idx] = values  # a value of this call per bucket it hit
+                hit = counts > 0  # the call's trace/span go to those few buckets, not once per value
+                s.ex_time[hit] = now
+                s.ex_trace_hi[hit] = ctx.trace_id >> 64
+                s.ex_trace_lo[hit] = ctx.trace_id & _MASK64
+                s.ex_span[hit] = ctx.span_id
 
     def record_one(self, value: float, attributes: Attributes, key: AttributesKey, ctx: SpanContext | None) -> None:
         """Add one value (the per-call path, e.g. a duration): ``bisect``, no numpy temporaries."""

@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.util.re import parse_env_headers
 
+from otel_ml import config
 from otel_ml._core.forksafe import gate_grpc
 
 _log = logging.getLogger("otel_ml")
@@ -47,7 +48,7 @@ def _protocol(signal: str, explicit: str | None) -> str:
     )
     value = value.strip().lower()
     if value not in ("grpc", "http/protobuf"):
-        _log.warning("otel_ml: unsupported OTLP protocol %r, using grpc", value)
+        config.warn_once("otel_ml: unsupported OTLP protocol %r, using grpc", value)
         return "grpc"
     return value
 
@@ -55,7 +56,7 @@ def _protocol(signal: str, explicit: str | None) -> str:
 def _exporter_choice(signal: str) -> str:
     value = os.environ.get(f"OTEL_{signal}_EXPORTER", "otlp").strip().lower() or "otlp"
     if value not in ("otlp", "console", "none"):
-        _log.warning("otel_ml: unsupported OTEL_%s_EXPORTER=%r, using otlp", signal, value)
+        config.warn_once("otel_ml: unsupported OTEL_%s_EXPORTER=%r, using otlp", signal, value)
         return "otlp"
     return value
 
@@ -70,7 +71,7 @@ def _positive_number(name: str, default: float) -> float:
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or value <= 0:
-        _log.warning("otel_ml: ignoring %s=%r (expected a positive number); using %s", name, raw, default)
+        config.warn_once("otel_ml: ignoring %s=%r (expected a positive number); using %s", name, raw, default)
         return default
     return value
 
@@ -101,7 +102,7 @@ def _otlp_timeout(signal: str) -> float | None:
         except ValueError:
             value = math.nan
         if not math.isfinite(value) or value <= 0:
-            _log.warning("otel_ml: ignoring %s=%r (expected a positive number); using %s", name, raw, 10)
+            config.warn_once("otel_ml: ignoring %s=%r (expected a positive number); using %s", name, raw, 10)
             return _DEFAULT_OTLP_TIMEOUT_S
     return None
 
@@ -138,15 +139,28 @@ def _signal_url(base: str, signal: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, parts.fragment))
 
 
+def _check_url(url: str, source: str) -> None:
+    """Fail fast, naming where the URL came from (not the URL: it may carry userinfo), when it cannot be parsed."""
+    try:
+        urlsplit(url)
+    except ValueError as exc:
+        raise ValueError(f"otel_ml: {source} is not a valid URL ({exc})") from None
+
+
 def _target(signal: str, protocol: str, endpoint: str | None, headers: Mapping[str, str] | None) -> _Target:
     """Resolve the endpoint and headers the exporters would use, and move secrets out of the URL."""
     if endpoint is None:
         endpoint = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")
-        if endpoint is None and os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") is not None:
+        if endpoint is not None:
+            _check_url(endpoint, f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")
+        elif os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") is not None:
             base = os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"]
+            _check_url(base, "OTEL_EXPORTER_OTLP_ENDPOINT")
             endpoint = _signal_url(base, signal) if protocol == "http/protobuf" else base
-    elif protocol == "http/protobuf":
-        endpoint = _signal_url(endpoint, signal)
+    else:
+        _check_url(endpoint, "endpoint=")
+        if protocol == "http/protobuf":
+            endpoint = _signal_url(endpoint, signal)
     merged: dict[str, str] | None = dict(headers) if headers else None
     for name in (f"OTEL_EXPORTER_OTLP_{signal}_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"):
         raw = os.environ.get(name)
@@ -254,6 +268,15 @@ def _http_session(signal: str) -> Any:
     return _VerifyPinnedSession()
 
 
+def _check_insecure(signal: str) -> None:
+    """The gRPC exporters read ``OTEL_EXPORTER_OTLP_[<signal>_]INSECURE`` as "true" or else false, silently: an
+    ``http://`` endpoint with ``INSECURE=1`` gets TLS and every export fails. Say so, once (the spec asks for it)."""
+    for name in (f"OTEL_EXPORTER_OTLP_{signal}_INSECURE", "OTEL_EXPORTER_OTLP_INSECURE"):
+        raw = os.environ.get(name)
+        if raw is not None and raw.strip().lower() not in ("true", "false"):
+            config.warn_once("otel_ml: %s=%r is not true/false; the OTLP exporter reads it as false (TLS)", name, raw)
+
+
 def build_span_exporter(
     endpoint: str | None,
     protocol: str | None,
@@ -279,6 +302,8 @@ def build_span_exporter(
             meter_provider=meter_provider,
         )
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
+
+    _check_insecure("TRACES")
 
     return gate_grpc(
         GrpcSpanExporter(
@@ -312,6 +337,8 @@ def build_metric_exporter(
             meter_provider=meter_provider,
         )
     from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
+
+    _check_insecure("METRICS")
 
     return gate_grpc(
         GrpcMetricExporter(

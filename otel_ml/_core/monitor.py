@@ -210,14 +210,19 @@ class InputMonitor:
     def _submit(self, table: Table) -> None:
         runtime.get().worker.submit(lambda: self._process(table))
 
-    def flush(self) -> None:
-        """Hand buffered rows to the worker and ask for a drift update (``otel_ml.force_flush``)."""
+    def flush(self, drift: bool = True) -> None:
+        """Hand buffered rows to the worker and, with ``drift``, ask for a drift update (``otel_ml.force_flush``).
+
+        At a metric export (``drift=False``) only the rows move: the worker's own schedule
+        (``OTEL_ML_DRIFT_INTERVAL``) updates drift scores as they are sketched.
+        """
         with self._lock:
             part = self._buffer[: self._filled].copy() if self._buffer is not None and self._filled else None
             self._filled = 0
         if part is not None:
             self._submit_matrix(part)
-        runtime.get().worker.submit(lambda: self._update_drift(force=True))
+        if drift:
+            runtime.get().worker.submit(lambda: self._update_drift(force=True))
 
     def take_events(self) -> list[DriftEvent]:
         """Drift events not yet attached to a span (called by the recorder on the caller's thread)."""

@@ -39,6 +39,8 @@ class Runtime:
         self._meter_provider: MeterProvider | None = None
         self.aggregator = Aggregator(InstrumentationScope(semconv.SCOPE_NAME, __version__))
         self.aggregator.fallback = _SdkFallback(self)
+        # rows a quiet model buffered reach the sketches by the next export, however few calls it gets
+        self.aggregator.add_deriver(lambda: self.flush_monitors(drift=False))
         self._drops: collections.Counter[str] = collections.Counter()
         self._drops_lock = threading.Lock()
         self._declared: set[str] = {semconv.DROP_QUEUE_FULL, semconv.DROP_SHUTDOWN}
@@ -111,11 +113,11 @@ class Runtime:
         """Remember an input monitor so ``force_flush`` can drain its buffered rows (weakly held)."""
         self._monitors.add(monitor)
 
-    def flush_monitors(self) -> None:
-        """Hand every monitor's buffered rows to the worker and request fresh drift scores."""
+    def flush_monitors(self, drift: bool = True) -> None:
+        """Hand every monitor's buffered rows to the worker and (with ``drift``) request fresh drift scores."""
         for monitor in list(self._monitors):
             try:
-                monitor.flush()
+                monitor.flush(drift)
             except Exception as exc:
                 guard.internal_error("flush", exc)
 

@@ -55,7 +55,6 @@ from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     SpanExporter,
 )
-from opentelemetry.util.re import parse_env_headers
 
 from otel_ml import config
 from otel_ml._core import runtime
@@ -128,7 +127,8 @@ def _resource(service_name: str | None, attributes: Mapping[str, str] | None) ->
     attrs: dict[str, str] = dict(attributes or {})
     if service_name:
         attrs[SERVICE_NAME] = service_name
-    from_env = parse_env_headers(os.environ.get("OTEL_RESOURCE_ATTRIBUTES", ""), liberal=True)
+    items = os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "").split(",")  # not parse_env_headers: it would warn
+    from_env = {item.partition("=")[0].strip() for item in items}  # about a bad item again, after the SDK did
     explicit = SERVICE_INSTANCE_ID in attrs or SERVICE_INSTANCE_ID in from_env
     resource = Resource.create(attrs)
     if SERVICE_INSTANCE_ID not in resource.attributes:  # SDKs < 1.45 do not generate one
@@ -152,6 +152,7 @@ def _exporting_reader(
     return _ExportingReader(mp, reader, exporter, resource, only_ours, interval_ms)
 
 
+@config.warnings_once  # a variable read once per signal is reported once
 def configure(
     service_name: str | None = None,
     *,
@@ -336,6 +337,12 @@ def _register_atexit() -> None:
         _atexit_registered = True
 
 
+def _timeout(value: float) -> float:
+    """A caller's timeout as a wait the threading module accepts: NaN/negative -> 0, at most one hour."""
+    t = float(value)
+    return min(t, config.MAX_SHUTDOWN_TIMEOUT) if t >= 0.0 else 0.0
+
+
 def _bounded(fn: Callable[[], object], timeout: float) -> bool:
     """Run ``fn`` on a daemon thread; True if it finished within ``timeout`` seconds."""
     done = threading.Event()
@@ -357,6 +364,7 @@ def force_flush(timeout: float = 5.0) -> bool:
 
     Spans are flushed before metrics, so the metric collection carries the span ledger's latest counts.
     """
+    timeout = _timeout(timeout)
     deadline = time.monotonic() + timeout
     rt = runtime.get()
     rt.flush_monitors()
@@ -386,6 +394,7 @@ def shutdown(timeout: float = 5.0) -> bool:
     ``span_already_shutdown`` / ``span_export_failed``), then metrics (a final collection carrying the final
     span ledger). After shutdown otel-ml records into no-op providers, so instrumented calls keep working.
     """
+    timeout = _timeout(timeout)
     global _pipeline, _last_ledger
     deadline = time.monotonic() + timeout
     rt = runtime.get()

@@ -22,6 +22,7 @@ from otel_ml import config, semconv
 from otel_ml._core import outputs
 from otel_ml._core.monitor import DriftEvent, MonitorOptions, monitor_options
 from otel_ml._core.recorder import ModelSpec, Recorder
+from otel_ml.instrumentation import registry
 from otel_ml.instrumentation.decorator import instrument
 from otel_ml.sketch.reference import Reference
 
@@ -44,18 +45,27 @@ def framework_of(model: object) -> str:
 
 
 _active: contextvars.ContextVar[object] = contextvars.ContextVar("otel_ml_active_model", default=None)
+_get_auto_active = registry.active_call.get
 
 
 def _method_wrapper(recorder: Recorder, operation: str) -> Callable[..., Any]:
     """The wrapt wrapper for one method: call the original once, record around it.
 
     A model calling its own instrumented methods (``predict`` → ``decision_function``) is one call: the
-    inner one passes straight through.
+    inner one passes straight through. So is a call made inside a call the sklearn/torch auto-instrumentors
+    measure (or inside a scikit-learn ``fit``), just as they pass through inside this one: an instrumented
+    model that auto-instrumentation also covers (its ``score``, a Pipeline or module holding it) is measured
+    once, by the outermost call.
     """
     settings = config
 
     def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        if settings.settings.disabled or _active.get() is instance or getattr(instance, "training", False) is True:
+        if (
+            settings.settings.disabled
+            or _active.get() is instance
+            or _get_auto_active() is not None
+            or getattr(instance, "training", False) is True
+        ):
             return wrapped(*args, **kwargs)
         call = recorder.start(operation, args[0] if args else next(iter(kwargs.values()), None))
         if call is None:

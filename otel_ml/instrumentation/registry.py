@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextvars
 import functools
-import logging
 import os
 import threading
 import weakref
@@ -22,19 +21,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from otel_ml import semconv
+from otel_ml import config, semconv
 from otel_ml._core import outputs
 from otel_ml.instrumentation.environment_variables import OTEL_ML_MODEL_NAMES, OTEL_ML_MODEL_REFERENCES
 from otel_ml.sketch.reference import Reference
-
-_log = logging.getLogger("otel_ml")
 
 T = TypeVar("T")
 
 active_call: contextvars.ContextVar[object] = contextvars.ContextVar("otel_ml_auto_active_call", default=None)
 """Not ``None`` while an auto-instrumented call (or a sklearn ``fit``) runs in this thread/task: calls made
-inside it (Pipeline steps, a forest's trees, a module's submodules, predictions made while fitting) are part of
-it and produce no telemetry of their own."""
+inside it (Pipeline steps, a forest's trees, a module's submodules, predictions made while fitting, and models
+instrumented with ``otel_ml.instrument_model``) are part of it and produce no telemetry of their own."""
 
 NAME_ATTRIBUTE = "ml_model_name"
 """A plain string attribute a model may carry (it survives pickling without otel-ml) naming it."""
@@ -165,7 +162,7 @@ def _pairs(env: Mapping[str, str], variable: str) -> dict[str, str]:
             continue
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or not value.strip():
-            _log.warning("otel_ml: ignoring %r in %s (expected key=value)", item, variable)
+            config.warn_once("otel_ml: ignoring %r in %s (expected key=value)", item, variable)  # once per process
             continue
         out[key.strip()] = value.strip()
     return out
@@ -230,7 +227,7 @@ class Naming:
             try:
                 self._references[path] = Reference.load(path)
             except Exception as exc:  # a bad file must not break the model: warm-up reference instead
-                _log.warning("otel_ml: cannot load reference %s (%s); using a warm-up reference", path, exc)
+                config.warn_once("otel_ml: cannot load reference %s (%s); using a warm-up reference", path, exc)
                 self._references[path] = None
         return self._references[path]
 

@@ -272,7 +272,7 @@ def _allow_list(models: Sequence[type | str] | None) -> Sequence[type | str] | N
 
 
 def _output_kind(output: str | None) -> str:
-    source = "output=" if output is not None else OTEL_ML_TORCH_OUTPUT
+    source = "output=" if output is not None else OTEL_ML_TORCH_OUTPUT + "="
     value = output if output is not None else os.environ.get(OTEL_ML_TORCH_OUTPUT, outputs.LOGITS).strip().lower()
     if value not in outputs.KINDS:
         _log.warning("otel_ml: ignoring %s%r (expected one of %s); using logits", source, value, sorted(outputs.KINDS))

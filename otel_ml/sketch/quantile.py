@@ -339,23 +339,31 @@ def rank_buckets(ref: QuantileSketch | RankCuts | np.ndarray, values: np.ndarray
     tied_right = right[tied]
     counts -= np.bincount(tied_right, minlength=n)
     per_cut = np.bincount(tied_right - 1, minlength=n - 1)
-    edges = np.arange(n + 1) / n
-    for j in np.flatnonzero(per_cut):
-        counts += _apportion(int(per_cut[j]), float(rc.lo[j]), float(rc.hi[j]), edges)
+    cut = np.flatnonzero(per_cut)
+    counts += _apportion(per_cut[cut], rc.lo[cut], rc.hi[cut], n).sum(axis=0)
     return counts
 
 
-def _apportion(m: int, lo: float, hi: float, edges: np.ndarray) -> np.ndarray:
-    """Split ``m`` tied values over buckets in proportion to their overlap with [lo, hi]."""
-    n = edges.size - 1
-    out = np.zeros(n, dtype=np.int64)
-    if hi - lo <= 1e-12:
-        out[min(n - 1, max(0, int(np.floor(lo * n + 1e-9))))] = m
-        return out
-    overlap = np.clip(np.minimum(edges[1:], hi) - np.maximum(edges[:-1], lo), 0.0, None)
-    share = m * overlap / overlap.sum()
-    out[:] = np.floor(share).astype(np.int64)
-    rest = m - int(out.sum())
-    if rest:
-        out[np.argsort(-(share - out), kind="stable")[:rest]] += 1
+def _apportion(m: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int) -> np.ndarray:
+    """Split ``m[j]`` tied values over ``n`` buckets in proportion to their overlap with ``[lo[j], hi[j]]``.
+
+    One row per tied cut (vectorised over cuts): floor of the proportional shares, then the remainder to the
+    largest fractional parts (stable order, so the split is deterministic). A zero-width range puts all of
+    ``m[j]`` in the bucket holding ``lo[j]``.
+    """
+    edges = np.arange(n + 1) / n
+    m = m.astype(np.int64)
+    overlap = np.clip(np.minimum(edges[1:], hi[:, None]) - np.maximum(edges[:-1], lo[:, None]), 0.0, None)
+    width = overlap.sum(axis=1)
+    point = (hi - lo <= 1e-12) | (width <= 0.0)
+    share = m[:, None] * overlap / np.where(point, 1.0, width)[:, None]
+    out = np.floor(share).astype(np.int64)
+    rest = m - out.sum(axis=1)
+    order = np.argsort(-(share - out), axis=1, kind="stable")
+    bonus = (np.arange(n)[None, :] < rest[:, None]).astype(np.int64)
+    np.put_along_axis(out, order, np.take_along_axis(out, order, axis=1) + bonus, axis=1)
+    if point.any():
+        rows = np.flatnonzero(point)
+        out[rows] = 0
+        out[rows, np.clip(np.floor(lo[rows] * n + 1e-9).astype(np.int64), 0, n - 1)] = m[rows]
     return out

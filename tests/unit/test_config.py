@@ -28,7 +28,7 @@ NUMBERS: dict[str, tuple[str, float, float, str, float]] = {
     config.OTEL_ML_DRIFT_INTERVAL: ("drift_interval", 1.0, 0.0, "30", 30.0),
     config.OTEL_ML_WARMUP_ROWS: ("warmup_rows", 1000, 1, "50", 50),
     config.OTEL_ML_MAX_FEATURES: ("max_features", 100, 1, "20", 20),
-    config.OTEL_ML_SKETCH_BUFFER_ROWS: ("sketch_buffer_rows", 256, 1, "1", 1),
+    config.OTEL_ML_SKETCH_BUFFER_ROWS: ("sketch_buffer_rows", 1024, 1, "1", 1),
 }
 FLOATS = [config.OTEL_ML_SHUTDOWN_TIMEOUT, config.OTEL_ML_LOG_INTERVAL, config.OTEL_ML_DRIFT_INTERVAL]
 INTEGERS = sorted(set(NUMBERS) - set(FLOATS))
@@ -61,7 +61,7 @@ def test_documented_defaults(warnings_only: pytest.LogCaptureFixture) -> None:
     assert settings.warmup_rows == 1000
     assert settings.max_features == 100
     assert settings.capture_categories is False
-    assert settings.sketch_buffer_rows == 256
+    assert settings.sketch_buffer_rows == 1024
     assert _warnings(warnings_only) == []
 
 
@@ -258,3 +258,31 @@ def test_settings_are_immutable() -> None:
     settings = config.load({})
     with pytest.raises(AttributeError):
         settings.strict = True  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "name,value,attribute,default",
+    [
+        (config.OTEL_ML_SHUTDOWN_TIMEOUT, "1e300", "shutdown_timeout", 5.0),
+        (config.OTEL_ML_SHUTDOWN_TIMEOUT, "inf", "shutdown_timeout", 5.0),
+        (config.OTEL_ML_SKETCH_BUFFER_ROWS, "1e12", "sketch_buffer_rows", 1024),
+        (config.OTEL_ML_SKETCH_BUFFER_ROWS, "65537", "sketch_buffer_rows", 1024),
+    ],
+)
+def test_values_above_the_maximum_fall_back(
+    name: str, value: str, attribute: str, default: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A shutdown timeout the threading module cannot wait for, a buffer that cannot be allocated: the default."""
+    assert getattr(config.load({name: value}), attribute) == default
+    assert sum(name in r.getMessage() for r in caplog.records) == 1
+
+
+def test_warn_once_says_a_message_once(caplog: pytest.LogCaptureFixture) -> None:
+    for _ in range(3):
+        config.warn_once("otel_ml: %s is not a number", "OTEL_TEST_WARN_ONCE")
+    config.warn_once("otel_ml: %s is not a number", "OTEL_TEST_WARN_ONCE_OTHER")
+    said = [r.getMessage() for r in caplog.records if "OTEL_TEST_WARN_ONCE" in r.getMessage()]
+    assert said == [
+        "otel_ml: OTEL_TEST_WARN_ONCE is not a number",
+        "otel_ml: OTEL_TEST_WARN_ONCE_OTHER is not a number",
+    ]

@@ -252,3 +252,15 @@ def test_column_count_changes_and_feature_limit_are_counted(tel: InMemoryTelemet
     assert drops.get("feature_limit", 0) >= 2 and drops.get("input_shape_changed", 0) >= 1
     ranks = _by_feature(tel.points(semconv.FEATURE_RANK))
     assert set(ranks) == {"f0", "f1", "f2"}
+
+
+def test_a_quiet_models_buffered_rows_reach_the_sketches_by_the_next_export(tel: InMemoryTelemetry) -> None:
+    """Fewer rows than the buffer holds and no force_flush: each collection hands the buffer to the worker."""
+    predict = _model(reference=REF)
+    for row in LIVE[:7]:
+        predict(row[None, :])
+    first = tel.metrics()  # this collection hands the 7 buffered rows over ...
+    assert tel.points(semconv.FEATURE_RANK, first) == []
+    ranks = _by_feature(tel.points(semconv.FEATURE_RANK))  # ... the next one carries them
+    assert ranks["mean radius"].count == 7
+    assert {p.count for p in ranks.values()} == {7}

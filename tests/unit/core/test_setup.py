@@ -72,6 +72,21 @@ def test_attach_after_configure_adds_no_second_reader() -> None:
     assert out.split() == ["True", "0", "1"]
 
 
+def test_flush_and_shutdown_take_any_timeout() -> None:
+    """inf, NaN, negative and huge timeouts: clamped to a wait the threading module accepts, never raised."""
+    out = _run(
+        """
+        import math, otel_ml
+        otel_ml.configure(service_name="svc")
+        print(otel_ml.force_flush(timeout=math.inf), otel_ml.force_flush(timeout=math.nan),
+              otel_ml.force_flush(timeout=-1) in (True, False), otel_ml.shutdown(timeout=1e300))
+        """,
+        OTEL_TRACES_EXPORTER="none",
+        OTEL_METRICS_EXPORTER="none",
+    )
+    assert out.split() == ["True", "True", "True", "True"]
+
+
 def test_configure_uses_the_applications_providers() -> None:
     out = _run(
         """
