@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from otel_ml import config
-from otel_ml._core import guard
+from otel_ml._core import guard, recorder
 from otel_ml.testing import InMemoryTelemetry
 
 config.reload()
@@ -37,3 +37,15 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
     yield monkeypatch
     monkeypatch.undo()
     config.reload()
+
+
+@pytest.fixture(autouse=True)
+def _model_identities() -> Iterator[None]:
+    """The process-wide first OTEL_ML_MAX_MODELS (name, version) pairs: a test that creates thousands of models
+    (the cardinality scenarios) must not push every later test's models into ``__overflow__``."""
+    with recorder._models_lock:
+        before = set(recorder._models)
+    yield
+    with recorder._models_lock:
+        recorder._models.clear()
+        recorder._models.update(before)

@@ -21,7 +21,7 @@ SCENARIOS: dict[str, tuple[str, str]] = {
     "2": (
         "Collector down at start",
         "closed port: 0 errors, p99 overhead ≤ p99 budget + 50 µs, RSS growth ≤ 30 MB after warm-up and "
-        "Δ ≤ 2 MB over the last half, produced = 0 delivered + dropped{reason} exactly, ≤ 5 otel_ml log lines",
+        "trend ≤ 2 MB over the last half, produced = 0 delivered + dropped{reason} exactly, ≤ 5 otel_ml log lines",
     ),
     "3": (
         "Blackholed collector",
@@ -168,7 +168,7 @@ _ROW_COLUMNS = (
     ("p50 overhead µs", "p50_us"),
     ("p99 overhead µs", "p99_us"),
     ("RSS growth MB", "rss_growth_mb"),
-    ("RSS Δ last half MB", "rss_tail_mb"),
+    ("RSS trend last half MB", "rss_tail_mb"),
     ("shutdown s", "shutdown_s"),
     ("produced", "produced"),
     ("delivered", "delivered"),
