@@ -1,4 +1,4 @@
-"""Every ``OTEL_ML_*`` variable the sklearn and torch auto-instrumentors read, each documented where defined.
+"""Every ``OTEL_ML_*`` variable the auto-instrumentors read, each documented where defined.
 
 They are read once, when ``instrument()`` runs (``opentelemetry-instrument`` calls it at start-up); keyword
 arguments of ``instrument()`` win over them. Booleans accept ``true/false/1/0/yes/no/on/off``; an unreadable
@@ -11,6 +11,15 @@ OTEL_ML_SKLEARN_ENABLED = "OTEL_ML_SKLEARN_ENABLED"
 
 OTEL_ML_TORCH_ENABLED = "OTEL_ML_TORCH_ENABLED"
 """``false`` makes ``TorchInstrumentor().instrument()`` a no-op (default ``true``)."""
+
+OTEL_ML_XGBOOST_ENABLED = "OTEL_ML_XGBOOST_ENABLED"
+"""``false`` makes ``XGBoostInstrumentor().instrument()`` a no-op (default ``true``)."""
+
+OTEL_ML_LIGHTGBM_ENABLED = "OTEL_ML_LIGHTGBM_ENABLED"
+"""``false`` makes ``LightGBMInstrumentor().instrument()`` a no-op (default ``true``)."""
+
+OTEL_ML_ONNXRUNTIME_ENABLED = "OTEL_ML_ONNXRUNTIME_ENABLED"
+"""``false`` makes ``OnnxRuntimeInstrumentor().instrument()`` a no-op (default ``true``)."""
 
 OTEL_ML_SKLEARN_STEP_SPANS = "OTEL_ML_SKLEARN_STEP_SPANS"
 """``true`` adds one child span per Pipeline step (``transform scaler``, ``predict clf``) under the Pipeline's

@@ -22,10 +22,11 @@ from otel_ml import semconv
 pytestmark = pytest.mark.integration
 
 APP = Path(__file__).parent / "apps" / "zero_code_app.py"
+BOOSTERS_APP = Path(__file__).parent / "apps" / "boosters_app.py"
 INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"
 
 
-def _run(endpoint: str, **extra: str) -> subprocess.CompletedProcess[bytes]:
+def _run(endpoint: str, app: Path = APP, **extra: str) -> subprocess.CompletedProcess[bytes]:
     if not INSTRUMENT.exists():
         pytest.skip("opentelemetry-instrument (opentelemetry-distro) not installed")
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
@@ -41,7 +42,7 @@ def _run(endpoint: str, **extra: str) -> subprocess.CompletedProcess[bytes]:
         **extra,
     )
     return subprocess.run(
-        [str(INSTRUMENT), sys.executable, str(APP)], env=env, capture_output=True, timeout=60, check=True
+        [str(INSTRUMENT), sys.executable, str(app)], env=env, capture_output=True, timeout=60, check=True
     )
 
 
@@ -114,3 +115,25 @@ def test_disabled_instrumentations_leave_the_script_alone(otlp_receiver: Any) ->
     records = otlp_receiver.wait_for(lambda recs: any(r.get("kind") == "metric" for r in recs), timeout=20)
     assert [r for r in records if r["kind"] == "span"] == []
     assert not any(r["name"].startswith("ml.prediction.") for r in records if r["kind"] == "metric")
+
+
+def test_unmodified_script_exports_xgboost_lightgbm_and_onnxruntime_predictions(otlp_receiver: Any) -> None:
+    out = _run(otlp_receiver.grpc_endpoint, BOOSTERS_APP)
+    rows = json.loads(out.stdout.decode().strip().splitlines()[-1])
+    assert b"Traceback" not in out.stderr
+    records = otlp_receiver.wait_for(
+        lambda recs: (
+            sum(r.get("kind") == "span" for r in recs) >= 3
+            and any(r.get("name") == semconv.PREDICTION_COUNT for r in recs)
+        ),
+        timeout=20,
+    )
+    spans = {s["attributes"][semconv.ML_MODEL_FRAMEWORK]: s for s in records if s["kind"] == "span"}
+    assert sorted(spans) == ["lightgbm", "onnxruntime", "xgboost"]  # one span per call, whichever wrapper
+    assert {f: s["attributes"][semconv.ML_BATCH_SIZE] for f, s in spans.items()} == rows
+    assert spans["xgboost"]["name"] == "predict_proba XGBClassifier"
+    assert spans["onnxruntime"]["attributes"][semconv.ML_MODEL_NAME] == "cancer_onnx"
+    assert all(0.5 <= s["attributes"][semconv.ML_PREDICTION_CONFIDENCE_MEAN] <= 1.0 for s in spans.values())
+    count = _last(records, semconv.PREDICTION_COUNT)
+    by_model = {p["attributes"][semconv.ML_MODEL_NAME]: p["value"] for p in count["data_points"]}
+    assert sorted(by_model.values()) == [25, 35, 45]
