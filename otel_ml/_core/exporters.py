@@ -6,6 +6,7 @@ OpenTelemetry exporters' log records.
 from __future__ import annotations
 
 import base64
+import importlib
 import logging
 import math
 import os
@@ -277,39 +278,66 @@ def _check_insecure(signal: str) -> None:
             config.warn_once("otel_ml: %s=%r is not true/false; the OTLP exporter reads it as false (TLS)", name, raw)
 
 
+# Per signal: the console exporter, then the OTLP exporter's module for http/protobuf and for gRPC (imported on
+# first use: an application that never exports over one of them never imports it) and its class name.
+_EXPORTERS: dict[str, tuple[type, str, str, str]] = {
+    "TRACES": (
+        ConsoleSpanExporter,
+        "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+        "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+        "OTLPSpanExporter",
+    ),
+    "METRICS": (
+        ConsoleMetricExporter,
+        "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+        "opentelemetry.exporter.otlp.proto.grpc.metric_exporter",
+        "OTLPMetricExporter",
+    ),
+}
+
+
+def _build(
+    signal: str,
+    endpoint: str | None,
+    protocol: str | None,
+    headers: Mapping[str, str] | None,
+    meter_provider: metrics.MeterProvider | None,
+) -> Any:
+    """The exporter ``OTEL_{signal}_EXPORTER`` asks for (None for ``none``), configured from the OTLP variables."""
+    choice = _exporter_choice(signal)
+    if choice == "none":
+        return None
+    console, http_module, grpc_module, class_name = _EXPORTERS[signal]
+    if choice == "console":
+        return console()
+    proto = _protocol(signal, protocol)
+    target = _target(signal, proto, endpoint, headers)
+    timeout = _otlp_timeout(signal)
+    if proto == "http/protobuf":
+        http_exporter = getattr(importlib.import_module(http_module), class_name)
+        return http_exporter(
+            endpoint=target.endpoint,
+            headers=target.headers,
+            timeout=timeout,
+            session=_http_session(signal),
+            meter_provider=meter_provider,
+        )
+    grpc_exporter = getattr(importlib.import_module(grpc_module), class_name)
+    _check_insecure(signal)
+    return gate_grpc(
+        grpc_exporter(endpoint=target.endpoint, headers=target.headers, timeout=timeout, meter_provider=meter_provider)
+    )
+
+
 def build_span_exporter(
     endpoint: str | None,
     protocol: str | None,
     headers: Mapping[str, str] | None,
     meter_provider: metrics.MeterProvider | None = None,
 ) -> SpanExporter | None:
-    choice = _exporter_choice("TRACES")
-    if choice == "none":
-        return None
-    if choice == "console":
-        return ConsoleSpanExporter()
-    proto = _protocol("TRACES", protocol)
-    target = _target("TRACES", proto, endpoint, headers)
-    timeout = _otlp_timeout("TRACES")
-    if proto == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpSpanExporter
-
-        return HttpSpanExporter(
-            endpoint=target.endpoint,
-            headers=target.headers,
-            timeout=timeout,
-            session=_http_session("TRACES"),
-            meter_provider=meter_provider,
-        )
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
-
-    _check_insecure("TRACES")
-
-    return gate_grpc(
-        GrpcSpanExporter(
-            endpoint=target.endpoint, headers=target.headers, timeout=timeout, meter_provider=meter_provider
-        )
-    )
+    """The span exporter of ``OTEL_TRACES_EXPORTER`` (otlp by default), or None."""
+    exporter: SpanExporter | None = _build("TRACES", endpoint, protocol, headers, meter_provider)
+    return exporter
 
 
 def build_metric_exporter(
@@ -318,30 +346,6 @@ def build_metric_exporter(
     headers: Mapping[str, str] | None,
     meter_provider: metrics.MeterProvider | None = None,
 ) -> MetricExporter | None:
-    choice = _exporter_choice("METRICS")
-    if choice == "none":
-        return None
-    if choice == "console":
-        return ConsoleMetricExporter()
-    proto = _protocol("METRICS", protocol)
-    target = _target("METRICS", proto, endpoint, headers)
-    timeout = _otlp_timeout("METRICS")
-    if proto == "http/protobuf":
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpMetricExporter
-
-        return HttpMetricExporter(
-            endpoint=target.endpoint,
-            headers=target.headers,
-            timeout=timeout,
-            session=_http_session("METRICS"),
-            meter_provider=meter_provider,
-        )
-    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcMetricExporter
-
-    _check_insecure("METRICS")
-
-    return gate_grpc(
-        GrpcMetricExporter(
-            endpoint=target.endpoint, headers=target.headers, timeout=timeout, meter_provider=meter_provider
-        )
-    )
+    """The metric exporter of ``OTEL_METRICS_EXPORTER`` (otlp by default), or None."""
+    exporter: MetricExporter | None = _build("METRICS", endpoint, protocol, headers, meter_provider)
+    return exporter

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import inspect
-import subprocess
-import sys
-import textwrap
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -97,19 +93,9 @@ def _session(model: bytes = CLASSIFIER) -> ort.InferenceSession:
 
 
 @pytest.fixture
-def instrument(tel: InMemoryTelemetry) -> Iterator[Callable[..., InMemoryTelemetry]]:
-    """``instrument()`` instruments ONNX Runtime for this test; undone at teardown whatever happens."""
-    inst = OnnxRuntimeInstrumentor()
-
-    def start(**kwargs: Any) -> InMemoryTelemetry:
-        inst.instrument(**kwargs)
-        return tel
-
-    try:
-        yield start
-    finally:
-        if inst.is_instrumented_by_opentelemetry:
-            inst.uninstrument()
+def instrument(instrumenting: Callable[[Any], Callable[..., InMemoryTelemetry]]) -> Callable[..., InMemoryTelemetry]:
+    """``instrument(**kwargs)`` instruments ONNX Runtime for this test; undone at teardown whatever happens."""
+    return instrumenting(OnnxRuntimeInstrumentor())
 
 
 @pytest.fixture
@@ -282,23 +268,6 @@ def test_failures_are_recorded_and_reraised(ort_tel: InMemoryTelemetry) -> None:
     assert span.status.status_code.name == "ERROR"
 
 
-_LATER_IMPORT = """
-import sys
-from otel_ml.instrumentation.onnxruntime import OnnxRuntimeInstrumentor, patched
-OnnxRuntimeInstrumentor().instrument()
-assert "onnxruntime" not in sys.modules  # instrumenting does not import onnxruntime
-import onnxruntime
-print(sorted(f"{owner.__name__}.{name}" for owner, name in patched()))
-"""
-
-
-def test_a_library_imported_after_instrumenting_is_patched() -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_LATER_IMPORT)], capture_output=True, timeout=120, check=True
-    )
-    assert out.stdout.decode().strip() == "['Session.run']"
-
-
 def test_a_failure_while_instrumenting_never_raises(
     instrument: Callable[..., InMemoryTelemetry], env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -320,13 +289,3 @@ def test_a_failure_while_instrumenting_never_raises(
     assert ort_inst.patched() == {}
     assert len(_session().run(None, {"input": XF[:2]})) == 2
     assert tel.spans() == []
-
-
-def test_entry_point_and_dependencies_in_pyproject() -> None:
-    tomllib = pytest.importorskip("tomllib")
-    project = tomllib.loads((Path(__file__).parents[3] / "pyproject.toml").read_text())["project"]
-    target = project["entry-points"]["opentelemetry_instrumentor"]["onnxruntime"]
-    assert target == "otel_ml.instrumentation.onnxruntime:OnnxRuntimeInstrumentor"
-    assert set(OnnxRuntimeInstrumentor().instrumentation_dependencies()) <= set(
-        project["optional-dependencies"]["instruments-any"]
-    )

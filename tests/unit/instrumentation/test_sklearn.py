@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import joblib
@@ -47,19 +47,9 @@ def _lr() -> Pipeline:
 
 
 @pytest.fixture
-def instrument(tel: InMemoryTelemetry) -> Iterator[Callable[..., InMemoryTelemetry]]:
+def instrument(instrumenting: Callable[[Any], Callable[..., InMemoryTelemetry]]) -> Callable[..., InMemoryTelemetry]:
     """``instrument(**kwargs)`` instruments scikit-learn for this test; undone at teardown whatever happens."""
-    inst = SklearnInstrumentor()
-
-    def start(**kwargs: Any) -> InMemoryTelemetry:
-        inst.instrument(**kwargs)
-        return tel
-
-    try:
-        yield start
-    finally:
-        if inst.is_instrumented_by_opentelemetry:
-            inst.uninstrument()
+    return instrumenting(SklearnInstrumentor())
 
 
 @pytest.fixture

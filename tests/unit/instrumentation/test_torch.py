@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -53,19 +53,9 @@ class ConvNet(nn.Module):
 
 
 @pytest.fixture
-def instrument(tel: InMemoryTelemetry) -> Iterator[Callable[..., InMemoryTelemetry]]:
+def instrument(instrumenting: Callable[[Any], Callable[..., InMemoryTelemetry]]) -> Callable[..., InMemoryTelemetry]:
     """``instrument(**kwargs)`` instruments torch for this test; undone at teardown whatever happens."""
-    inst = TorchInstrumentor()
-
-    def start(**kwargs: Any) -> InMemoryTelemetry:
-        inst.instrument(**kwargs)
-        return tel
-
-    try:
-        yield start
-    finally:
-        if inst.is_instrumented_by_opentelemetry:
-            inst.uninstrument()
+    return instrumenting(TorchInstrumentor())
 
 
 @pytest.fixture

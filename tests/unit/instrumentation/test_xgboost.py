@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import inspect
 import pickle
-import subprocess
-import sys
-import textwrap
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -45,19 +41,9 @@ _PER_CALL = (semconv.ML_PREDICTION_ID, semconv.ML_PREDICTION_CONFIDENCE_MEAN, se
 
 
 @pytest.fixture
-def instrument(tel: InMemoryTelemetry) -> Iterator[Callable[..., InMemoryTelemetry]]:
-    """``instrument()`` instruments XGBoost for this test; undone at teardown whatever happens."""
-    inst = XGBoostInstrumentor()
-
-    def start(**kwargs: Any) -> InMemoryTelemetry:
-        inst.instrument(**kwargs)
-        return tel
-
-    try:
-        yield start
-    finally:
-        if inst.is_instrumented_by_opentelemetry:
-            inst.uninstrument()
+def instrument(instrumenting: Callable[[Any], Callable[..., InMemoryTelemetry]]) -> Callable[..., InMemoryTelemetry]:
+    """``instrument(**kwargs)`` instruments XGBoost for this test; undone at teardown whatever happens."""
+    return instrumenting(XGBoostInstrumentor())
 
 
 @pytest.fixture
@@ -288,23 +274,6 @@ def test_dependencies_accept_either_distribution() -> None:
     assert inst._check_dependency_conflicts() is None  # one of them (xgboost-cpu here) is installed
 
 
-_LATER_IMPORT = """
-import sys
-from otel_ml.instrumentation.xgboost import XGBoostInstrumentor, patched
-XGBoostInstrumentor().instrument()
-assert "xgboost" not in sys.modules  # instrumenting does not import xgboost
-import xgboost
-print(sorted(f"{owner.__name__}.{name}" for owner, name in patched()))
-"""
-
-
-def test_a_library_imported_after_instrumenting_is_patched() -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(_LATER_IMPORT)], capture_output=True, timeout=120, check=True
-    )
-    assert out.stdout.decode().strip() == str(sorted(f"{owner.__name__}.{name}" for owner, name in PATCHED))
-
-
 def test_a_failure_while_instrumenting_never_raises(
     instrument: Callable[..., InMemoryTelemetry], env: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -326,13 +295,3 @@ def test_a_failure_while_instrumenting_never_raises(
     assert xgb_inst.patched() == {}
     assert CLF.predict(X[:2]).shape == (2,)
     assert tel.spans() == []
-
-
-def test_entry_point_and_dependencies_in_pyproject() -> None:
-    tomllib = pytest.importorskip("tomllib")
-    project = tomllib.loads((Path(__file__).parents[3] / "pyproject.toml").read_text())["project"]
-    target = project["entry-points"]["opentelemetry_instrumentor"]["xgboost"]
-    assert target == "otel_ml.instrumentation.xgboost:XGBoostInstrumentor"
-    assert set(XGBoostInstrumentor().instrumentation_dependencies()) <= set(
-        project["optional-dependencies"]["instruments-any"]
-    )
