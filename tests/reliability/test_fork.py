@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -146,8 +147,6 @@ def test_gunicorn_preload_workers(apps: Apps, receivers: Receivers, figures: Sce
         for _ in range(199):
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
                 served[json.loads(resp.read())["pid"]] += 1
-        workers = {int(p) for p in _worker_pids(proc.pid)}
-        assert len(workers) == 4
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=40)
@@ -158,6 +157,10 @@ def test_gunicorn_preload_workers(apps: Apps, receivers: Receivers, figures: Sce
         log.close()
     logtext = (tmp_path / "gunicorn.log").read_text(errors="replace")
     assert proc.returncode == 0, logtext[-3000:]
+    # gunicorn's own account of its workers (listing the master's children races with gunicorn >= 27's
+    # control-socket process): 4 booted, and every request was served by one of them
+    booted = {int(p) for p in re.findall(r"Booting worker with pid: (\d+)", logtext)}
+    assert len(booted) == 4 and set(served) <= booted, (booted, served)
     master = json.loads((tmp_path / "master.json").read_text())
     spans = _by_instance(rx)
     metric_ids = set(_by_instance(rx, "metric"))
@@ -173,12 +176,6 @@ def test_gunicorn_preload_workers(apps: Apps, receivers: Receivers, figures: Sce
     assert "Traceback" not in logtext
     figures.record("8", "gunicorn: requests per worker", sorted(served.values()))
     figures.record("8", "gunicorn: graceful stop s", round(stop_s, 2))
-
-
-def _worker_pids(master: int) -> list[int]:
-    import psutil
-
-    return [c.pid for c in psutil.Process(master).children()]
 
 
 def _debug(rx: Any) -> str:
