@@ -390,6 +390,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     status_path, app_log = work / "app.status", work / "app.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update(OTEL_TRACES_EXPORTER="none", OTEL_METRICS_EXPORTER="none", OTEL_ML_STRICT="1", PYTHONUNBUFFERED="1")
+    # A 5 s run makes young series: Prometheus' increase() ignores what a series held at its first scrape and
+    # extrapolates each bucket series on its own, so one early chunk of half the rows (the default 1,024-row
+    # sketch buffer) skews the 5-minute bucket shares. Rows sketched per call keep the rank series growing
+    # smoothly, as they do in a long-running service.
+    env["OTEL_ML_SKETCH_BUFFER_ROWS"] = str(ROWS_PER_TICK)
     cmd = [_timeout_bin(), "-k", "5", str(APP_LIFETIME_S), sys.executable, __file__, "serve", str(status_path)]
     with open(app_log, "wb") as log:
         app = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=log, stderr=log)
@@ -415,11 +420,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             lambda: p.by(rows_expr, "ml_model_name", "ml_model_version") == expected_rows,
             SETTLE_TIMEOUT_S,
         )
+        # the rank histograms are complete too: every row of both versions ranked (rows buffered for sketching
+        # reach the worker at a collection, so they can land a scrape after the counts)
+        ranked_expr = 'sum by (ml_model_version) (ml_feature_rank_count{ml_feature_name="mean radius"})'
+        p.wait_for(
+            "every row ranked",
+            lambda: p.by(ranked_expr, "ml_model_version")
+            == {(STABLE,): totals["rows"][STABLE], (CANARY,): totals["rows"][CANARY]},
+            SETTLE_TIMEOUT_S,
+        )
+        settled = time.time()
         # rules run every second: wait until the last ones of each group and an alert have results
         p.wait_for(
             "rule results",
             lambda: (
-                bool(p.query('ml:feature_rank:psi5m{ml_model_version="1.1.0"} > 1'))
+                time.time() > settled + 3  # three evaluations over the complete data
+                and bool(p.query('ml:feature_rank:psi5m{ml_model_version="1.1.0"} > 1'))
                 and bool(p.query('ALERTS{alertname="MLFeatureDrift"}'))
                 and bool(p.query("ml:feature_drift:max"))
             ),
