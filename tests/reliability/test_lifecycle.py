@@ -170,22 +170,28 @@ def test_instrument_uninstrument_cycles_leak_nothing(tel: InMemoryTelemetry, fig
         otel_ml.uninstrument_model(clf)
         tel.exporter.clear()  # the test's own span store (2 spans a cycle) is not otel-ml's memory
 
-    # warm-up: caches, first series, and the allocator's high-water mark. Each cycle wraps every estimator class
-    # loaded (hundreds in the full suite); the heap's peak settles within ~200 cycles (measured: +7.6 MB at 200,
-    # then flat to 1,200 with a constant object count), so growth is judged after that.
+    # warm-up: caches, first series. Each cycle wraps every estimator class loaded (hundreds in the full suite),
+    # so the process RSS also carries the allocator's high-water mark and fragmentation: in the full suite it rose
+    # ~20 MB over 1,000 cycles with a constant number of live objects. A leak is judged on what stays allocated
+    # (tracemalloc's net growth, every allocation counted) and on the live-object count; RSS is recorded.
     for _ in range(200):
         cycle()
     gc.collect()
     rss, objects = psutil.Process().memory_info().rss, len(gc.get_objects())
+    tracemalloc.start(1)
+    start = tracemalloc.take_snapshot()
     for _ in range(1000):
         cycle()
     gc.collect()
+    held = sum(stat.size_diff for stat in tracemalloc.take_snapshot().compare_to(start, "filename")) / MB
+    tracemalloc.stop()
     grown = (psutil.Process().memory_info().rss - rss) / MB
     assert _diff(before, _snapshot()) == []
     assert type(clf) is LogisticRegression
     assert len(gc.get_objects()) - objects < 100  # nothing accumulates per cycle (1,000 cycles)
-    assert grown < 1.0, grown
-    figures.record("18", "RSS Δ over 1,000 instrument/uninstrument cycles MB", round(grown, 2))
+    assert held < 1.0, held
+    figures.record("18", "memory still allocated after 1,000 instrument/uninstrument cycles MB", round(held, 3))
+    figures.record("18", "RSS Δ over the 1,000 cycles MB (allocator high-water included)", round(grown, 2))
     figures.record("18", "live objects Δ over 1,000 cycles", len(gc.get_objects()) - objects)
 
 
