@@ -155,6 +155,9 @@ class InputMonitor:
         width = self._matrix_width
         if width and type(x) is np.ndarray and x.ndim == 2 and x.shape[1] == width and x.dtype.kind == "f":
             # the hot path: a float matrix with the schema already known (names came from the first call)
+            if width > self.max_features:  # a wide input: its first max_features columns, the rest counted
+                runtime.get().count_drop(semconv.DROP_FEATURE_LIMIT, width - self.max_features)
+                x = x[:, : self.max_features]
             rows = x.shape[0]
             self.rows_observed += rows
             if rows < config.settings.sketch_buffer_rows:
@@ -172,8 +175,8 @@ class InputMonitor:
         if self._schema is None:
             with self._lock:
                 self._schema = self._schema or (table.names[: self.max_features], table.kinds[: self.max_features])
-                if table.matrix is not None and type(x) is np.ndarray and len(table.names) <= self.max_features:
-                    self._matrix_width = len(table.names)
+                if table.matrix is not None and type(x) is np.ndarray:
+                    self._matrix_width = len(table.names)  # wider than max_features too: sliced on the hot path
         if schema[0][: self.max_features] != self._schema[0]:
             runtime.get().count_drop(semconv.DROP_SHAPE_CHANGED)
             return
