@@ -54,7 +54,7 @@ from otel_ml.instrumentation.library import (
 )
 from otel_ml.instrumentation.package import _instruments_lightgbm
 
-FRAMEWORK = "lightgbm"
+FRAMEWORK = semconv.FRAMEWORK_LIGHTGBM
 NAME = "lightgbm.Booster"
 """A native Booster's default model name."""
 ESTIMATORS = ("LGBMClassifier", "LGBMRegressor", "LGBMRanker")

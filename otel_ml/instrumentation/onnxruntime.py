@@ -48,7 +48,7 @@ from otel_ml.instrumentation.environment_variables import OTEL_ML_ONNXRUNTIME_EN
 from otel_ml.instrumentation.library import Library, LibraryInstrumentor, identity, measure, model_spec, nothing
 from otel_ml.instrumentation.package import _instruments_onnxruntime
 
-FRAMEWORK = "onnxruntime"
+FRAMEWORK = semconv.FRAMEWORK_ONNXRUNTIME
 OPERATION = "run"
 PROBABILITIES = "prob"
 """An output whose name contains this (in any case) holds class probabilities."""

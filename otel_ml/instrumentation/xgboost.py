@@ -56,7 +56,7 @@ from otel_ml.instrumentation.library import (
 )
 from otel_ml.instrumentation.package import _instruments_xgboost
 
-FRAMEWORK = "xgboost"
+FRAMEWORK = semconv.FRAMEWORK_XGBOOST
 NAME = "xgboost.Booster"
 """A native Booster's default model name."""
 ESTIMATORS = ("XGBClassifier", "XGBRegressor", "XGBRFClassifier", "XGBRFRegressor", "XGBRanker")
