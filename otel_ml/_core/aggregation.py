@@ -135,8 +135,17 @@ class VectorHistogram:
                 series = self._series[key] = _HistogramSeries(attributes, len(self.bounds_list) + 1)
         return series
 
-    def record(self, values: np.ndarray, attributes: Attributes, key: AttributesKey, ctx: SpanContext | None) -> None:
-        """Add finite 1-D float64 ``values`` to the series ``attributes`` (``key`` is its frozenset)."""
+    def record(
+        self,
+        values: np.ndarray,
+        attributes: Attributes,
+        key: AttributesKey,
+        ctx: SpanContext | None,
+        total: float | None = None,
+        low: float | None = None,
+    ) -> None:
+        """Add finite 1-D float64 ``values`` to the series ``attributes`` (``key`` is its frozenset); ``total`` and
+        ``low``, when the caller has them, are the values' sum and minimum."""
         if values.size == 0:
             return
         if not self._owner.merging:
@@ -146,7 +155,9 @@ class VectorHistogram:
         # Upper-inclusive buckets (Prometheus ``le``): bucket i holds bounds[i-1] < v <= bounds[i].
         idx = np.searchsorted(self.bounds, values, side="left")
         counts = np.bincount(idx, minlength=len(self.bounds_list) + 1)
-        total, low, high = float(values.sum()), float(values.min()), float(values.max())
+        total = float(values.sum()) if total is None else total
+        low = float(values.min()) if low is None else low
+        high = float(values.max())
         sampled = ctx is not None and ctx.trace_flags.sampled
         now = time.time_ns() if sampled else 0
         with self._lock:
@@ -207,6 +218,32 @@ class VectorHistogram:
             s.n += n
             s.low = low if low < s.low else s.low
             s.high = high if high > s.high else s.high
+
+    def record_rows(
+        self,
+        counts: np.ndarray,
+        totals: np.ndarray,
+        low: np.ndarray,
+        high: np.ndarray,
+        series: Sequence[tuple[Attributes, AttributesKey]],
+    ) -> None:
+        """:meth:`record_counts` for many series at once (row ``i`` of each array goes to ``series[i]``),
+        under one lock: what a batch's per-feature histograms need."""
+        n = counts.sum(axis=1)
+        if not self._owner.merging:
+            for i, (attributes, key) in enumerate(series):
+                self.record_counts(counts[i], float(totals[i]), float(low[i]), float(high[i]), attributes, key)
+            return
+        with self._lock:
+            for i, (attributes, key) in enumerate(series):
+                if not n[i]:
+                    continue
+                s = self._get(key, attributes)
+                s.counts += counts[i]
+                s.total += float(totals[i])
+                s.n += int(n[i])
+                s.low = min(s.low, float(low[i]))
+                s.high = max(s.high, float(high[i]))
 
     def totals(self) -> list[tuple[Attributes, int, float]]:
         """(attributes, count, sum) of every series: what derived metrics (e.g. windowed means) read."""

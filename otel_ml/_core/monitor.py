@@ -2,10 +2,13 @@
 
 Caller side (inside the user's predict call): read the input as feature columns and copy rows into a
 buffer, ~1-2 µs per row; a full buffer (or a large batch, copied) goes to the background worker. Worker
-side: per feature, update the sliding-window sketch, the ``ml.feature.rank`` histogram (value → F_ref(x),
-20 uniform buckets), the data-quality counters and, at most once per ``drift_interval`` seconds (and on
-flush), the drift gauges. A crossing of a drift threshold queues one ``ml.drift.detected`` event, attached
-to the model's next predict span, and calls the user's ``on_drift`` callback.
+side, numeric features all at once: one sort of the batch's columns (:class:`SortedColumns`) gives every
+feature's ``ml.feature.rank`` histogram (value → F_ref(x), 20 uniform buckets, by binary search of the cut
+points) and data-quality counts; the rows go, unsorted, into the features' shared sliding window
+(:class:`ColumnSketches` blocks). Categorical features are handled one by one. At most once per
+``drift_interval`` seconds (and on flush) the window is summarised and the drift gauges updated. A crossing
+of a drift threshold queues one ``ml.drift.detected`` event, attached to the model's next predict span, and
+calls the user's ``on_drift`` callback.
 
 Without a reference, the first ``warmup_rows`` rows become a provisional one (``ml.reference.source=warmup``).
 Every skipped input is counted in ``otel_ml.telemetry.dropped{reason}``.
@@ -14,6 +17,8 @@ Every skipped input is counted in ``otel_ml.telemetry.dropped{reason}``.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import itertools
 import os
 import threading
 import time
@@ -30,9 +35,10 @@ from otel_ml._core.attributes import text
 from otel_ml.drift import metrics as drift
 from otel_ml.drift.window import SlidingWindow
 from otel_ml.sketch import parallel
+from otel_ml.sketch.batch import RankTable, SortedColumns
+from otel_ml.sketch.block import ColumnSketches
 from otel_ml.sketch.columns import CATEGORICAL, Skip, Table, to_table
-from otel_ml.sketch.feature import FeatureKind, FeatureSketch
-from otel_ml.sketch.quantile import rank_buckets
+from otel_ml.sketch.feature import FeatureSketch, numeric_values
 from otel_ml.sketch.reference import Reference, ReferenceBuilder
 
 NUMERIC_METHODS = ("psi", "ks", "js", "wasserstein")
@@ -98,14 +104,20 @@ def monitor_options(
     return dataclasses.replace(base, **changes) if changes else base
 
 
-def _series(attributes: dict[str, AttributeValue]) -> tuple[dict[str, AttributeValue], frozenset[Any]]:
+Series = tuple[dict[str, AttributeValue], frozenset[Any]]
+"""A metric series: its attributes, and their hashable key."""
+
+
+def _series(attributes: dict[str, AttributeValue]) -> Series:
     return attributes, frozenset(attributes.items())
 
 
 class _Feature:
     """Worker-side state of one feature: window, metric series, drift state."""
 
-    def __init__(self, name: str, kind: str, model_attrs: dict[str, AttributeValue], window: SlidingWindow[Any]):
+    def __init__(
+        self, name: str, kind: str, model_attrs: dict[str, AttributeValue], window: SlidingWindow[Any] | None
+    ) -> None:
         self.name = name
         self.kind = kind
         self.window = window
@@ -140,6 +152,8 @@ class InputMonitor:
         self._buffer: np.ndarray | None = None
         self._filled = 0
         self._features: dict[str, _Feature] = {}
+        self._ranks: tuple[Reference, list[str], RankTable] | None = None
+        self._numeric_window: tuple[list[str], SlidingWindow[ColumnSketches]] | None = None
         self._warmup = ReferenceBuilder(self._names, max_features=self.max_features) if self.reference is None else None
         self._last_drift = 0.0
         self._rows_since_drift = 0
@@ -258,71 +272,117 @@ class InputMonitor:
             semconv.UNIT_INTERVAL_BUCKETS,
         )
         kinds = dict(zip(*self._schema, strict=True)) if self._schema is not None else {}
-        table = table.by_column()
         work = []
         for i, name in enumerate(table.names):
             ref_kind = ref.features[name].kind if name in ref.features else None
             work.append((self._feature(name, ref_kind or kinds.get(name, table.kinds[i])), i))
+        numeric = [item for item in work if item[0].kind != CATEGORICAL]
+        if numeric:
+            self._numeric(table, numeric, ref, rank)
+        categorical = [item for item in work if item[0].kind == CATEGORICAL]
+        if categorical:
+            columns = table.by_column()
 
-        def one(item: tuple[_Feature, int]) -> None:
-            feature, i = item
-            col = table.column(i)
-            ref_f = ref.features.get(feature.name)
-            if feature.kind == CATEGORICAL:
-                self._categorical(feature, col, ref_f)
-            else:
-                self._numeric(feature, col, ref_f, ref, rank)
-            feature.window.update(col)
+            def one(item: tuple[_Feature, int]) -> None:
+                feature, i = item
+                col = columns.column(i)
+                self._categorical(feature, col, ref.features.get(feature.name))
+                assert feature.window is not None
+                feature.window.update(col)
 
-        parallel.for_each(one, work, table.rows * len(work), config.settings.sketch_threads)
+            parallel.for_each(one, categorical, table.rows * len(categorical), config.settings.sketch_threads)
         self.rows_processed += table.rows
         self._rows_since_drift += table.rows
         self._update_drift(force=False)
 
-    def _feature(self, name: str, kind: str) -> _Feature:
-        feature = self._features.get(name)
-        if feature is None:
-            sketch_kind: FeatureKind = "categorical" if kind == CATEGORICAL else "numeric"
-            window: SlidingWindow[Any] = SlidingWindow(
-                lambda: FeatureSketch(sketch_kind),
+    def _numeric(self, table: Table, work: list[tuple[_Feature, int]], ref: Reference, rank: Any) -> None:
+        """Every numeric feature at once: one sort of the batch gives their quality counts and rank
+        histograms, one sort per window block the rows of their shared window."""
+        part, counted = self._numeric_part(table, work)
+        rows = part.shape[0]
+        sort = _sorter(part.size)
+        whole = SortedColumns.of(part, sort)
+        names = [feature.name for feature, _ in work]
+        ranks = self._rank_table(ref, names)
+        counts, outside = ranks.counts(whole)
+        missing = whole.nan if counted is None else np.where(counted, 0, whole.nan)  # counted: classified already
+        for k in np.flatnonzero(missing):
+            self._count(semconv.FEATURE_MISSING, int(missing[k]), work[k][0])
+        for k in np.flatnonzero(outside):
+            self._count(semconv.FEATURE_OUT_OF_RANGE, int(outside[k]), work[k][0])
+        ranked = np.flatnonzero(ranks.has_cuts & (whole.nan < rows))
+        if ranked.size:
+            _record_ranks(rank, counts[ranked], [work[k][0].series for k in ranked])
+        window = self._numeric_window_of(names)
+        now = time.monotonic()
+        for start, stop in window.plan(rows, now):  # the worker owns part; a slice is copied, not to pin it all
+            block = part if (start, stop) == (0, rows) else part[start:stop].copy()
+            window.fill(stop - start, functools.partial(_add_block, rows=block), now)
+
+    def _numeric_part(self, table: Table, work: list[tuple[_Feature, int]]) -> tuple[np.ndarray, np.ndarray | None]:
+        """The numeric features' columns as one float matrix (NaN where a value is missing or not a number),
+        and which columns had their missing values counted here (object columns, classified value by value)."""
+        if table.matrix is not None:
+            index = [i for _, i in work]
+            whole = index == list(range(table.matrix.shape[1]))
+            return (table.matrix if whole else table.matrix[:, index]), None
+        part = np.empty((table.rows, len(work)))
+        counted = np.zeros(len(work), dtype=bool)
+        for k, (feature, i) in enumerate(work):
+            col = table.column(i)
+            if col.dtype.kind in "fiub":
+                part[:, k] = col
+                continue
+            part[:, k], missing, mismatch = numeric_values(col)
+            counted[k] = True
+            self._count(semconv.FEATURE_MISSING, missing, feature)
+            self._count(semconv.FEATURE_TYPE_MISMATCH, mismatch, feature)
+        return part, counted
+
+    def _numeric_window_of(self, names: list[str]) -> SlidingWindow[ColumnSketches]:
+        """The window shared by the numeric features ``names`` (a new one if they changed)."""
+        if self._numeric_window is None or self._numeric_window[0] != names:
+            width = len(names)
+            window: SlidingWindow[ColumnSketches] = SlidingWindow(
+                lambda: ColumnSketches(width),
                 max_rows=self.window_rows if self.window_rows else None,
                 max_age_s=self.window_seconds,
             )
+            self._numeric_window = (names, window)
+        return self._numeric_window[1]
+
+    def _rank_table(self, ref: Reference, names: list[str]) -> RankTable:
+        """The rank cuts and ranges of these numeric features under ``ref`` (built once per reference)."""
+        cached = self._ranks
+        if cached is not None and cached[0] is ref and cached[1] == names:
+            return cached[2]
+        cuts, low, high = [], [], []
+        for name in names:
+            ref_f = ref.features.get(name)
+            numeric = ref_f is not None and ref_f.kind == "numeric" and ref_f.quantiles.count > 0
+            cuts.append(ref.rank_cuts(name) if numeric else None)
+            low.append(ref_f.min if numeric and ref_f is not None else np.nan)
+            high.append(ref_f.max if numeric and ref_f is not None else np.nan)
+        table = RankTable(cuts, low, high)
+        self._ranks = (ref, names, table)
+        return table
+
+    def _feature(self, name: str, kind: str) -> _Feature:
+        feature = self._features.get(name)
+        if feature is None:
+            window: SlidingWindow[Any] | None = None
+            if kind == CATEGORICAL:  # numeric features share one window (see _numeric)
+                window = SlidingWindow(
+                    lambda: FeatureSketch("categorical"),
+                    max_rows=self.window_rows if self.window_rows else None,
+                    max_age_s=self.window_seconds,
+                )
             feature = self._features[name] = _Feature(name, kind, self._model_attrs, window)
         return feature
 
     def _count(self, name: str, n: int, feature: _Feature) -> None:
         if n:
             runtime.get().aggregator.counter(name, semconv.FEATURE_QUALITY_UNIT, "").add(n, *feature.series)
-
-    def _numeric(
-        self, feature: _Feature, col: np.ndarray, ref_f: FeatureSketch | None, ref: Reference, rank: Any
-    ) -> None:
-        if col.dtype != np.float64:  # object column of a numeric feature: classify like the sketch does
-            batch = FeatureSketch("numeric")
-            batch.update(col)
-            self._count(semconv.FEATURE_MISSING, batch.missing, feature)
-            self._count(semconv.FEATURE_TYPE_MISMATCH, batch.type_mismatch, feature)
-            col = np.asarray(
-                [v for v in col.tolist() if isinstance(v, (int, float)) and not isinstance(v, bool)], dtype=np.float64
-            )
-        else:
-            nan = np.isnan(col)
-            self._count(semconv.FEATURE_MISSING, int(nan.sum()), feature)
-            if nan.any():
-                col = col[~nan]
-        if ref_f is None or ref_f.kind != "numeric" or col.size == 0:
-            return
-        if ref_f.quantiles.count:
-            outside = (col < ref_f.min) | (col > ref_f.max)
-            self._count(semconv.FEATURE_OUT_OF_RANGE, int(outside.sum()), feature)
-        cuts = ref.rank_cuts(feature.name)
-        if cuts is not None:
-            counts = _rank_counts(cuts, col)
-            total = float(counts[:20] @ _RANK_MIDPOINTS)
-            nonzero = np.flatnonzero(counts)
-            low, high = float(nonzero[0]) / 20, float(nonzero[-1] + 1) / 20
-            rank.record_counts(counts, total, low, high, *feature.series)
 
     def _categorical(self, feature: _Feature, col: np.ndarray, ref_f: FeatureSketch | None) -> None:
         batch = FeatureSketch("categorical")
@@ -369,11 +429,20 @@ class InputMonitor:
         agg = runtime.get().aggregator
         gauge = agg.gauge(semconv.FEATURE_DRIFT, semconv.DRIFT_UNIT, "Drift score per feature and method")
         evaluated = drifted = 0
+        numeric: dict[str, FeatureSketch] = {}
+        if self._numeric_window is not None and self._numeric_window[1].rows() >= MIN_DRIFT_ROWS:
+            names, window = self._numeric_window
+            snapshot = window.snapshot()
+            numeric = {name: snapshot.feature(j) for j, name in enumerate(names)}
         for feature in self._features.values():
             ref_f = ref.features.get(feature.name)
-            if ref_f is None or feature.window.rows() < MIN_DRIFT_ROWS:  # a handful of rows is noise, not drift
+            if feature.window is None:
+                current = numeric.get(feature.name)
+            else:  # a handful of rows is noise, not drift
+                current = feature.window.snapshot() if feature.window.rows() >= MIN_DRIFT_ROWS else None
+            if ref_f is None or current is None:
                 continue
-            scores = _scores(ref_f, feature.window.snapshot())
+            scores = _scores(ref_f, current)
             if not scores:
                 continue
             for method, score in scores.items():
@@ -424,11 +493,12 @@ def _scores(ref_f: FeatureSketch, cur: FeatureSketch) -> dict[str, float]:
         edges = r.quantile(np.arange(1, 10) / 10)
         ref_counts = np.diff(np.concatenate(([0.0], r.cdf(edges), [1.0])))
         cur_counts = np.diff(np.concatenate(([0.0], c.cdf(edges), [1.0])))
+        ks, wasserstein = drift.ks_and_wasserstein(r, c)
         return {
             "psi": drift.psi(ref_counts, cur_counts),
-            "ks": drift.ks_from_sketches(r, c),
+            "ks": ks,
             "js": drift.js_divergence(ref_counts, cur_counts),
-            "wasserstein": drift.wasserstein_normalised(r, c),
+            "wasserstein": wasserstein,
         }
     if ref_f.kind == "categorical" and cur.kind == "categorical":
         ref_items, cur_items = ref_f.frequent.counts(), cur.frequent.counts()
@@ -442,9 +512,34 @@ def _scores(ref_f: FeatureSketch, cur: FeatureSketch) -> dict[str, float]:
     return {}
 
 
-def _rank_counts(cuts: Any, values: np.ndarray) -> np.ndarray:
-    """20 PIT bucket counts plus an empty +Inf bucket (the histogram's explicit bounds end at 1.0)."""
-    return np.append(rank_buckets(cuts, values, 20), 0)
+def _record_ranks(
+    rank: Any, counts: np.ndarray, series: list[tuple[dict[str, AttributeValue], frozenset[Any]]]
+) -> None:
+    """Record rows of 20 PIT bucket counts, one row per feature (plus an empty +Inf bucket: the histogram's
+    explicit bounds end at 1.0). Each row has at least one value."""
+    hit = counts > 0
+    low = hit.argmax(axis=1) / 20
+    high = (20 - hit[:, ::-1].argmax(axis=1)) / 20
+    with_inf = np.column_stack((counts, np.zeros(len(counts), dtype=counts.dtype)))
+    rank.record_rows(with_inf, counts @ _RANK_MIDPOINTS, low, high, series)
+
+
+def _add_block(sketch: ColumnSketches, rows: np.ndarray) -> None:
+    sketch.update(rows)
+
+
+def _sorter(values: int) -> Callable[[np.ndarray], None] | None:
+    """Sorting a large batch's ``(features, rows)`` array in place over the sketch threads (None: inline)."""
+    threads = config.settings.sketch_threads
+    if threads <= 1 or values < parallel.MIN_PARALLEL_VALUES:
+        return None
+
+    def sort(values: np.ndarray) -> None:
+        bounds = np.linspace(0, values.shape[0], min(threads, values.shape[0]) + 1).astype(int)
+        chunks = [values[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+        parallel.for_each(lambda chunk: chunk.sort(axis=1), chunks, values.size, threads)
+
+    return sort
 
 
 def _copy(table: Table, max_features: int) -> Table:

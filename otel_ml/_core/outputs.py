@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +43,7 @@ class Analysis:
     confidence: np.ndarray | None = None
     class_counts: list[tuple[object, int]] | None = None
     values: np.ndarray | None = None
+    confidence_sum: float | None = None  # when the reader summed ``confidence`` already
 
 
 EMPTY = Analysis()
@@ -53,11 +55,10 @@ def to_numpy(out: object) -> np.ndarray | None:
         return out
     module = type(out).__module__
     if module.startswith("torch"):
-        detach = getattr(out, "detach", None)
-        if detach is None:
+        if not hasattr(out, "detach"):
             return None
-        t = detach()
-        if t.device.type != "cpu":
+        t: Any = out.detach() if out.requires_grad else out  # type: ignore[attr-defined]
+        if not t.is_cpu:
             return None
         if str(t.dtype) in ("torch.bfloat16", "torch.float16"):
             t = t.float()
@@ -118,12 +119,19 @@ def analyze(out: object, kind: str, classes: Sequence[object] | None, task: str 
         if not math.isfinite(c):
             return EMPTY
         return Analysis(confidence=np.array([c]), class_counts=[(names[int(top[0])], 1)])
-    finite = np.isfinite(confidence)
-    if not finite.all():
+    total = float(confidence.sum())  # finite exactly when every confidence is (they lie in [0, 1])
+    if not math.isfinite(total):
+        finite = np.isfinite(confidence)
         confidence, top = confidence[finite], top[finite]
-    counts = np.bincount(top, minlength=k)
-    class_counts = [(names[int(i)], int(counts[i])) for i in np.flatnonzero(counts)]
-    return Analysis(confidence=confidence, class_counts=class_counts)
+        total = float(confidence.sum())
+    if top.dtype == np.bool_:  # binary: top is "class 1 wins"
+        ones = int(np.count_nonzero(top))
+        pairs = ((0, top.size - ones), (1, ones))
+        class_counts = [(names[i], n) for i, n in pairs if n]
+    else:
+        counts = np.bincount(top, minlength=k)
+        class_counts = [(names[int(i)], int(counts[i])) for i in np.flatnonzero(counts)]
+    return Analysis(confidence=confidence, class_counts=class_counts, confidence_sum=total)
 
 
 def _one_row(row: np.ndarray, kind: str, classes: Sequence[object] | None) -> Analysis:
@@ -161,25 +169,26 @@ def _guess(arr: np.ndarray, task: str | None) -> str:
 def _top(arr: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray, int] | None:
     """(top class per row, its probability as float64, number of classes), without a full probability matrix.
 
-    Softmax confidence is ``1 / sum(exp(x - max))``; the arithmetic stays in the output's own float type.
+    Binary outputs give the top class as a boolean array ("class 1 wins"), other outputs as indices. Softmax
+    confidence is ``1 / sum(exp(x - max))``; the arithmetic stays in the output's own float type.
     """
     if arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1):
         flat = arr.reshape(-1)
         if flat.size == 0:
             return None
         if kind in (SCORES, LOGITS):  # a binary decision score: sigmoid(|s|) for the predicted side
-            top = (flat > 0).astype(np.intp)
+            top = flat > 0
             conf = 0.5 * (1.0 + np.tanh(0.5 * np.abs(flat)))
         else:  # the positive class's probability (or its log)
             p1 = np.exp(flat) if kind == LOG_PROBA else flat
-            top = (p1 > 0.5).astype(np.intp)
+            top = p1 > 0.5
             conf = np.maximum(p1, 1.0 - p1)
         return top, np.asarray(conf, dtype=np.float64), 2
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
         return None
     if arr.shape[1] == 2:  # binary: two column compares instead of argmax + gather
         c0, c1 = arr[:, 0], arr[:, 1]
-        top = np.greater(c1, c0).view(np.int8).astype(np.intp)
+        top = c1 > c0
         if kind == PROBA:
             conf = np.maximum(c0, c1)
         elif kind == LOG_PROBA:

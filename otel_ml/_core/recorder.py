@@ -266,9 +266,11 @@ class Recorder:
             span_attrs[semconv.ML_PREDICTION_CONFIDENCE_MEAN] = span_attrs[semconv.ML_PREDICTION_CONFIDENCE_MIN] = c
             self._confidence.record_one(c, attrs, key, ctx)
         elif conf is not None and conf.size:
-            span_attrs[semconv.ML_PREDICTION_CONFIDENCE_MEAN] = float(conf.sum()) / conf.size
-            span_attrs[semconv.ML_PREDICTION_CONFIDENCE_MIN] = float(conf.min())
-            self._confidence.record(conf, attrs, key, ctx)
+            total = analysis.confidence_sum if analysis.confidence_sum is not None else float(conf.sum())
+            low = float(conf.min())
+            span_attrs[semconv.ML_PREDICTION_CONFIDENCE_MEAN] = total / conf.size
+            span_attrs[semconv.ML_PREDICTION_CONFIDENCE_MIN] = low
+            self._confidence.record(conf, attrs, key, ctx, total=total, low=low)
         if analysis.values is not None and analysis.values.size:
             self._values.record(analysis.values, attrs, key, ctx)
         if analysis.class_counts:

@@ -13,6 +13,7 @@ recent rows (fewer only before that many were seen); a time window never holds a
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections import deque
@@ -49,6 +50,10 @@ class _Block(Generic[S]):
     sketch: S
     rows: int
     started: float
+
+
+def _add(sketch: MergeableSketch, values: np.ndarray) -> None:
+    sketch.update(values)
 
 
 class SlidingWindow(Generic[S]):
@@ -88,28 +93,50 @@ class SlidingWindow(Generic[S]):
         """Bytes held by the live block sketches."""
         return int(sum(b.sketch.nbytes for b in self._blocks))
 
-    def update(self, column: np.ndarray) -> None:
-        """Append a column of rows (all stamped with the current clock time) and evict old blocks."""
+    def update(self, column: np.ndarray, now: float | None = None) -> None:
+        """Append a column of rows (all stamped ``now``, default the clock's time) and evict old blocks."""
         arr = np.asarray(column)
         if arr.ndim != 1:
             arr = arr.ravel()
-        now = self._clock()
+        now = self._clock() if now is None else now
+        for start, stop in self.plan(int(arr.size), now):
+            self.fill(stop - start, functools.partial(_add, values=arr[start:stop]), now)
+
+    def plan(self, n: int, now: float) -> list[tuple[int, int]]:
+        """Row ranges of an ``n``-row batch stamped ``now`` in the blocks they go to, oldest first.
+
+        Expires old blocks first. Rows before the first range would be evicted by the batch's own later rows
+        (a batch longer than the window): they are skipped, and every current block is dropped. The caller
+        then passes each range, in order, to :meth:`fill` with the same ``now``, which lets it prepare a
+        block's rows (e.g. sort them) before they reach the sketch.
+        """
         self._expire(now)
-        n = int(arr.size)
+        if n <= 0:
+            return []
+        if self._block_rows is None:
+            return [(0, n)]
+        room = self._room(now)
         pos = 0
-        if self._block_rows is not None and n:
-            room = self._room(now)
-            full_blocks = math.ceil((n - room) / self._block_rows)
-            if full_blocks >= self._n_blocks:
-                # Every current block would be evicted: skip straight to the rows that survive.
-                self._blocks.clear()
-                pos = room + (full_blocks - self._n_blocks) * self._block_rows
+        full_blocks = math.ceil((n - room) / self._block_rows)
+        if full_blocks >= self._n_blocks:
+            # Every current block would be evicted: skip straight to the rows that survive.
+            self._blocks.clear()
+            pos = room + (full_blocks - self._n_blocks) * self._block_rows
+            room = 0
+        ranges = []
         while pos < n:
-            block = self._open_block(now)
-            take = n - pos if self._block_rows is None else min(n - pos, self._block_rows - block.rows)
-            block.sketch.update(arr[pos : pos + take])
-            block.rows += take
-            pos += take
+            take = min(n - pos, room or self._block_rows)
+            ranges.append((pos, pos + take))
+            pos, room = pos + take, 0
+        return ranges
+
+    def fill(self, rows: int, update: Callable[[S], None], now: float) -> None:
+        """File ``rows`` rows, one range of :meth:`plan`, into their block: ``update`` adds them to its sketch."""
+        block = self._open_block(now)
+        if self._block_rows is not None and block.rows + rows > self._block_rows:
+            raise ValueError("rows do not fit the block: pass the ranges of plan() in order, with its now")
+        update(block.sketch)
+        block.rows += rows
 
     def _room(self, now: float) -> int:
         """Rows the newest block can still take before a new block must be opened."""

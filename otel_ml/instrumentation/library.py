@@ -168,14 +168,14 @@ def measure(
     size from the result's first dimension, for inputs whose rows cannot be read cheaply (an XGBoost ``DMatrix``,
     a LightGBM file path).
     """
-    token = registry.active_call.set(instance)
+    tokens = registry.enter(instance)
     try:
         result = wrapped(*args, **kwargs)
     except BaseException as exc:
-        registry.active_call.reset(token)
+        registry.leave(tokens)
         recorder.fail(call, exc)
         raise
-    registry.active_call.reset(token)
+    registry.leave(tokens)
     if rows_from_result:
         shape = getattr(result, "shape", None)
         if isinstance(shape, tuple) and shape:

@@ -33,6 +33,27 @@ active_call: contextvars.ContextVar[object] = contextvars.ContextVar("otel_ml_au
 inside it (Pipeline steps, a forest's trees, a module's submodules, predictions made while fitting, and models
 instrumented with ``otel_ml.instrument_model``) are part of it and produce no telemetry of their own."""
 
+wrapping: contextvars.ContextVar[bool] = contextvars.ContextVar("otel_ml_auto_wrapping", default=True)
+"""``False`` inside a measured call whose nested calls need nothing from the instrumentors' wrappers (see
+:func:`enter`). The class wrappers are built with ``enabled=wrapping.get``, so wrapt then calls the original at
+once without running the wrapper's Python code: a forest's trees or a network's submodules cost one
+context-variable read each."""
+
+Tokens = tuple[contextvars.Token[object], contextvars.Token[bool]]
+
+
+def enter(value: object, nested_wrappers: bool = False) -> Tokens:
+    """Mark a measured call (or a fit) as running in this thread/task: :data:`active_call` becomes ``value``;
+    nested calls skip the wrappers unless ``nested_wrappers`` (e.g. for Pipeline step spans)."""
+    return active_call.set(value), wrapping.set(nested_wrappers)
+
+
+def leave(tokens: Tokens) -> None:
+    """Undo :func:`enter`."""
+    wrapping.reset(tokens[1])
+    active_call.reset(tokens[0])
+
+
 NAME_ATTRIBUTE = "ml_model_name"
 """A plain string attribute a model may carry (it survives pickling without otel-ml) naming it."""
 VERSION_ATTRIBUTE = "ml_model_version"

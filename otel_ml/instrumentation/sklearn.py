@@ -103,14 +103,15 @@ def _predict_wrapper(operation: str) -> Wrapper:
         call = rec.start(operation, args[0] if args else next(iter(kwargs.values()), None)) if rec else None
         if rec is None or call is None:
             return wrapped(*args, **kwargs)
-        token = registry.active_call.set(_Steps.open(instance) if options.step_spans else instance)
+        active = _Steps.open(instance) if options.step_spans else instance
+        tokens = registry.enter(active, nested_wrappers=type(active) is _Steps)
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
-            registry.active_call.reset(token)
+            registry.leave(tokens)
             rec.fail(call, exc)
             raise
-        registry.active_call.reset(token)
+        registry.leave(tokens)
         rec.finish(call, result if reads_output else None, _get(instance, "classes_"))
         return result
 
@@ -121,11 +122,11 @@ def _fit_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ..
     """Marks the call as fitting, so predictions made inside it (CV scoring, calibration) are not counted."""
     if _get_active() is not None or _options is None:
         return wrapped(*args, **kwargs)
-    token = registry.active_call.set(_FITTING)
+    tokens = registry.enter(_FITTING)
     try:
         return wrapped(*args, **kwargs)
     finally:
-        registry.active_call.reset(token)
+        registry.leave(tokens)
 
 
 def _step_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -173,13 +174,13 @@ class _InCall:
         self.func, self.active, self.ctx = func, active, ctx
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        token = registry.active_call.set(self.active)
+        tokens = registry.enter(self.active, nested_wrappers=type(self.active) is _Steps)
         otel_token = context.attach(self.ctx)
         try:
             return self.func(*args, **kwargs)
         finally:
             context.detach(otel_token)
-            registry.active_call.reset(token)
+            registry.leave(tokens)
 
 
 class _Steps:
@@ -322,15 +323,16 @@ def _patchable(attribute: object) -> bool:
     )
 
 
-def _patch(owner: type, name: str, wrapper: Wrapper) -> None:
-    """Wrap ``owner.__dict__[name]`` in place (once); remember the original object for ``uninstrument``."""
+def _patch(owner: type, name: str, wrapper: Wrapper, nested: bool = False) -> None:
+    """Wrap ``owner.__dict__[name]`` in place (once); remember the original object for ``uninstrument``.
+    Unless ``nested``, the wrapper is skipped inside measured calls (see ``registry.wrapping``)."""
     key = (owner, name)
     if key in _patches:
         return
     original = owner.__dict__.get(name)
     if original is None or not _patchable(original):
         return
-    wrapped = wrapt.FunctionWrapper(original, wrapper)
+    wrapped = wrapt.FunctionWrapper(original, wrapper, enabled=None if nested else registry.wrapping.get)
     try:
         setattr(owner, name, wrapped)
     except (TypeError, AttributeError):  # extension types cannot be patched
@@ -416,7 +418,7 @@ def _on_joblib(module: Any) -> None:
         return
     try:
         with _patch_lock:
-            _patch(module.Parallel, "__call__", _parallel_wrapper)
+            _patch(module.Parallel, "__call__", _parallel_wrapper, nested=True)
     except Exception as exc:
         _log.warning("otel_ml: cannot instrument joblib.Parallel (%s)", type(exc).__name__)
 

@@ -147,14 +147,14 @@ def _call_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, .
     call = model.recorder.start(OPERATION, _features(x, model.input_kind, options)) if model else None
     if model is None or call is None:
         return wrapped(*args, **kwargs)
-    token = registry.active_call.set(module)
+    tokens = registry.enter(module)
     try:
         result = wrapped(*args, **kwargs)
     except BaseException as exc:
-        registry.active_call.reset(token)
+        registry.leave(tokens)
         model.recorder.fail(call, exc)
         raise
-    registry.active_call.reset(token)
+    registry.leave(tokens)
     model.recorder.finish(call, _output(result))
     return result
 
@@ -237,7 +237,7 @@ def _on_torch(module: Any) -> None:
             original = base.__dict__["__call__"]
             _tensor = module.Tensor
             _is_compiling = getattr(getattr(module, "compiler", None), "is_compiling", None) or (lambda: False)
-            wrapper = wrapt.FunctionWrapper(original, _call_wrapper)
+            wrapper = wrapt.FunctionWrapper(original, _call_wrapper, enabled=registry.wrapping.get)
             base.__call__ = wrapper
             _patch = (base, original, wrapper)
     except Exception as exc:  # runs inside the application's `import torch`: never raise there

@@ -16,10 +16,11 @@ from typing import Any, Literal
 
 import numpy as np
 
+from otel_ml.sketch.batch import SortedColumns
 from otel_ml.sketch.frequent import DEFAULT_TOP_K, FrequentItems
 from otel_ml.sketch.quantile import DEFAULT_K, QuantileSketch
 
-__all__ = ["FeatureKind", "FeatureSketch"]
+__all__ = ["FeatureKind", "FeatureSketch", "numeric_values"]
 
 FeatureKind = Literal["numeric", "categorical"]
 _FORMAT = "feature-v1"
@@ -48,6 +49,24 @@ def _type_codes(values: list[Any]) -> np.ndarray:
     for t in set(types).difference(_TYPE_CODES):
         _TYPE_CODES[t] = _classify_type(t)
     return np.fromiter(map(_TYPE_CODES.__getitem__, types), dtype=np.int8, count=len(types))
+
+
+def numeric_values(column: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """A numeric feature's column as float64, NaN where a value is missing or not a number, with its count of
+    missing values and of type mismatches as :class:`FeatureSketch` counts them (one pass over the types)."""
+    arr = np.asarray(column).ravel()
+    if arr.dtype.kind in "fiub":
+        values = arr.astype(np.float64)
+        return values, int(np.count_nonzero(np.isnan(values))), 0
+    if arr.dtype != object:  # strings, dates, ...: nothing here is a number
+        return np.full(arr.size, np.nan), 0, int(arr.size)
+    codes = _type_codes(arr.tolist())
+    values = np.full(arr.size, np.nan)
+    number = codes == _NUMBER
+    if number.any():
+        values[number] = arr[number].astype(np.float64)
+    missing = int(np.count_nonzero(codes == _MISSING)) + int(np.count_nonzero(np.isnan(values[number])))
+    return values, missing, int(np.count_nonzero(codes >= _TEXT))
 
 
 class FeatureSketch:
@@ -90,6 +109,19 @@ class FeatureSketch:
             self._update_numeric_typed(arr)
         else:
             self._update_categorical_typed(arr)
+
+    def update_sorted(self, columns: SortedColumns, j: int) -> None:
+        """Ingest column ``j`` of a sorted batch (numeric features): the same result as :meth:`update` on the
+        unsorted column, without sorting it again."""
+        if self._quantiles is None:
+            raise TypeError("categorical features take unsorted columns (update)")
+        nan, posinf, neginf = int(columns.nan[j]), columns.posinf(j), columns.neginf(j)
+        self._count += columns.rows
+        self._nan += nan
+        self._missing += nan
+        self._posinf += posinf
+        self._neginf += neginf
+        self._quantiles.add_sorted(columns.finite(j), float(columns.mean[j]), float(columns.m2[j]))
 
     def _update_numeric_typed(self, arr: np.ndarray) -> None:
         """Numeric feature, non-object dtype: floats/ints/bools are numbers, anything else mismatches."""

@@ -20,6 +20,7 @@ exactly, so ``cdf`` is normalised by the true finite count; count, min, max, mea
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -38,6 +39,13 @@ _FORMAT = "kll-v1"
 def _capacity(k: int, height: int, level: int) -> int:
     """Capacity of ``level`` in a sketch with ``height`` levels (KLL geometric schedule)."""
     return max(_MIN_CAPACITY, int(k * _SHRINK ** (height - 1 - level)))
+
+
+@functools.lru_cache(maxsize=512)
+def _capacities(k: int, height: int) -> tuple[tuple[int, ...], int]:
+    """Capacity of every level of a ``height``-level sketch, and their sum (cached: asked on every update)."""
+    caps = tuple(_capacity(k, height, lv) for lv in range(height))
+    return caps, sum(caps)
 
 
 def max_items(k: int = DEFAULT_K, max_height: int = 64) -> int:
@@ -93,7 +101,14 @@ class QuantileSketch:
             return
         batch = np.sort(arr)
         mean = float(batch.mean())
-        self._add_moments(int(batch.size), mean, float(np.sum((batch - mean) ** 2)))
+        self.add_sorted(batch, mean, float(np.sum((batch - mean) ** 2)))
+
+    def add_sorted(self, batch: np.ndarray, mean: float, m2: float) -> None:
+        """Add finite float64 values already sorted ascending, given their exact mean and sum of squared
+        deviations (what :class:`~otel_ml.sketch.batch.SortedColumns` has for each column): no second sort."""
+        if batch.size == 0:
+            return
+        self._add_moments(int(batch.size), mean, m2)
         self._min = min(self._min, float(batch[0]))
         self._max = max(self._max, float(batch[-1]))
         self._levels[0] = _merge_sorted(self._levels[0], batch)
@@ -125,11 +140,11 @@ class QuantileSketch:
         """Compact the lowest full level until the retained items fit the capacity schedule."""
         self._cache = None
         while True:
-            height = len(self._levels)
-            caps = [_capacity(self._k, height, lv) for lv in range(height)]
-            if sum(a.size for a in self._levels) <= sum(caps):
+            levels = self._levels
+            caps, total = _capacities(self._k, len(levels))
+            if sum(a.size for a in levels) <= total:
                 return
-            lv = next(i for i in range(height) if self._levels[i].size >= caps[i])
+            lv = next(i for i, cap in enumerate(caps) if levels[i].size >= cap)
             self._compact(lv)
 
     def _compact(self, lv: int) -> None:
@@ -313,7 +328,7 @@ def rank_buckets(ref: QuantileSketch | RankCuts | np.ndarray, values: np.ndarray
     + ``np.bincount``.  Values exactly equal to a cut (point masses, e.g. integer features) would all
     land in one bucket and bias the histogram, so they are instead apportioned deterministically
     across the buckets overlapped by the reference's CDF jump [F_ref(v-), F_ref(v)] in proportion to
-    the overlap (largest-remainder rounding) - the randomised PIT in expectation, without an RNG.
+    the overlap (cumulative rounding) - the randomised PIT in expectation, without an RNG.
     NaN values are dropped; -inf/+inf go to the first/last bucket.
     """
     if isinstance(ref, RankCuts):
@@ -340,30 +355,33 @@ def rank_buckets(ref: QuantileSketch | RankCuts | np.ndarray, values: np.ndarray
     counts -= np.bincount(tied_right, minlength=n)
     per_cut = np.bincount(tied_right - 1, minlength=n - 1)
     cut = np.flatnonzero(per_cut)
-    counts += _apportion(per_cut[cut], rc.lo[cut], rc.hi[cut], n).sum(axis=0)
+    counts += _apportion(per_cut[cut], _fractions(rc.lo[cut], rc.hi[cut], n)).sum(axis=0)
     return counts
 
 
-def _apportion(m: np.ndarray, lo: np.ndarray, hi: np.ndarray, n: int) -> np.ndarray:
-    """Split ``m[j]`` tied values over ``n`` buckets in proportion to their overlap with ``[lo[j], hi[j]]``.
-
-    One row per tied cut (vectorised over cuts): floor of the proportional shares, then the remainder to the
-    largest fractional parts (stable order, so the split is deterministic). A zero-width range puts all of
-    ``m[j]`` in the bucket holding ``lo[j]``.
-    """
+def _fractions(lo: np.ndarray, hi: np.ndarray, n: int) -> np.ndarray:
+    """Share of each of ``n`` equal buckets of [0, 1] in each range ``[lo[j], hi[j]]`` (one row per range, summing
+    to 1). A zero-width range is all in the bucket holding ``lo[j]``."""
     edges = np.arange(n + 1) / n
-    m = m.astype(np.int64)
     overlap = np.clip(np.minimum(edges[1:], hi[:, None]) - np.maximum(edges[:-1], lo[:, None]), 0.0, None)
     width = overlap.sum(axis=1)
     point = (hi - lo <= 1e-12) | (width <= 0.0)
-    share = m[:, None] * overlap / np.where(point, 1.0, width)[:, None]
-    out = np.floor(share).astype(np.int64)
-    rest = m - out.sum(axis=1)
-    order = np.argsort(-(share - out), axis=1, kind="stable")
-    bonus = (np.arange(n)[None, :] < rest[:, None]).astype(np.int64)
-    np.put_along_axis(out, order, np.take_along_axis(out, order, axis=1) + bonus, axis=1)
+    out = overlap / np.where(point, 1.0, width)[:, None]
     if point.any():
         rows = np.flatnonzero(point)
-        out[rows] = 0
-        out[rows, np.clip(np.floor(lo[rows] * n + 1e-9).astype(np.int64), 0, n - 1)] = m[rows]
+        out[rows] = 0.0
+        out[rows, np.clip(np.floor(lo[rows] * n + 1e-9).astype(np.int64), 0, n - 1)] = 1.0
     return out
+
+
+def _apportion(m: np.ndarray, fractions: np.ndarray) -> np.ndarray:
+    """Split ``m[j]`` values over buckets in proportion to row ``j`` of ``fractions`` (see :func:`_fractions`).
+
+    Cumulative rounding: bucket ``i`` gets ``round(S_i) - round(S_(i-1))`` where ``S`` is the running sum of the
+    exact shares, so every bucket is within one value of its share, the row sums to ``m[j]`` exactly and the
+    split is deterministic.
+    """
+    m = m.astype(np.int64)
+    running = np.floor(np.cumsum(m[:, None] * fractions, axis=1) + 0.5).astype(np.int64)
+    running[:, -1] = m  # the exact total, whatever the float sum's last bit
+    return np.diff(running, axis=1, prepend=0)

@@ -40,6 +40,7 @@ from otel_ml._core.aggregation import (
     VectorHistogram,
     prefers_delta,
 )
+from otel_ml.sketch.quantile import rank_buckets
 from otel_ml.testing import InMemoryTelemetry
 
 SCOPE = InstrumentationScope(semconv.SCOPE_NAME, "0.0.test")
@@ -644,6 +645,24 @@ def test_fallback_and_merging_paths_record_identical_prediction_metrics(telemetr
     }
     expected = np.bincount(proba.argmax(axis=1), minlength=2)
     assert classes == {"0": int(expected[0]), "1": int(expected[1])}
+
+
+def test_fallback_and_merging_paths_record_identical_rank_histograms(telemetry: InMemoryTelemetry) -> None:
+    """The worker records every feature's rank histogram in one ``record_rows``; the fallback replays it."""
+    names = [f"f{i}" for i in range(X.shape[1])]
+    ref = otel_ml.Reference.from_data(X, feature_names=names)
+    predict = otel_ml.instrument(name="ranks", output="none", reference=ref)(lambda x: np.zeros(len(x)))
+    live = X[::2]
+    predict(live)
+    otel_ml.force_flush()
+    ranks = {p.attributes[semconv.ML_FEATURE_NAME]: p for p in telemetry.points(semconv.FEATURE_RANK)}
+    assert set(ranks) == set(names)
+    for j, name in enumerate(names):
+        cuts = ref.rank_cuts(name)
+        assert cuts is not None
+        expected = [*rank_buckets(cuts, live[:, j], 20).tolist(), 0]
+        assert list(ranks[name].bucket_counts) == expected, name
+        assert ranks[name].count == len(live)
 
 
 def test_series_beyond_the_cardinality_limit_add_up_in_one_overflow_series(env: pytest.MonkeyPatch) -> None:

@@ -264,3 +264,62 @@ def test_a_quiet_models_buffered_rows_reach_the_sketches_by_the_next_export(tel:
     ranks = _by_feature(tel.points(semconv.FEATURE_RANK))  # ... the next one carries them
     assert ranks["mean radius"].count == 7
     assert {p.count for p in ranks.values()} == {7}
+
+
+def test_numeric_columns_from_pandas_and_numpy_give_the_same_sketches(tel: InMemoryTelemetry) -> None:
+    """A DataFrame's object and int columns take the same vectorised path as a float matrix: the same rank
+    histograms and drift scores, with missing values and type mismatches told apart."""
+    rows = LIVE[:1500].copy()
+    i = NAMES.index("mean radius")
+    rows[:15, i] = np.nan
+    frame = pd.DataFrame(LIVE[:1500], columns=NAMES)
+    radius = frame["mean radius"].astype(object)
+    radius[:10] = None
+    radius[10:15] = "n/a"  # not a number: a type mismatch, not a missing value
+    frame["mean radius"] = radius
+    frame["mean texture"] = np.round(frame["mean texture"]).astype(np.int64)
+    rows[:, NAMES.index("mean texture")] = np.round(rows[:, NAMES.index("mean texture")])
+    from_numpy = otel_ml.instrument(name="np", output="none", reference=REF)(lambda x: np.zeros(len(x)))
+    from_pandas = otel_ml.instrument(name="pd", output="none", reference=REF)(lambda x: np.zeros(len(x)))
+    from_numpy(rows)
+    from_pandas(frame)
+    otel_ml.force_flush()
+    collected = tel.metrics()
+
+    def of(metric: str, model: str) -> dict[str, Any]:
+        return _by_feature([p for p in tel.points(metric, collected) if p.attributes[semconv.ML_MODEL_NAME] == model])
+
+    ranks_np, ranks_pd = of(semconv.FEATURE_RANK, "np"), of(semconv.FEATURE_RANK, "pd")
+    assert set(ranks_np) == set(ranks_pd) == set(NAMES)
+    for name in NAMES:
+        assert list(ranks_np[name].bucket_counts) == list(ranks_pd[name].bucket_counts), name
+    assert ranks_pd["mean radius"].count == 1500 - 15
+    assert of(semconv.FEATURE_MISSING, "np")["mean radius"].value == 15
+    assert of(semconv.FEATURE_MISSING, "pd")["mean radius"].value == 10
+    assert of(semconv.FEATURE_TYPE_MISMATCH, "pd")["mean radius"].value == 5
+
+    def drift(model: str) -> dict[tuple[str, str], float]:
+        points = [
+            p for p in tel.points(semconv.FEATURE_DRIFT, collected) if p.attributes[semconv.ML_MODEL_NAME] == model
+        ]
+        return {(p.attributes[semconv.ML_FEATURE_NAME], p.attributes[semconv.ML_DRIFT_METHOD]): p.value for p in points}
+
+    drift_np, drift_pd = drift("np"), drift("pd")
+    assert len(drift_np) == 4 * len(NAMES) and drift_np == drift_pd
+
+
+def test_a_time_window_keeps_drift_exact_with_bounded_memory(tel: InMemoryTelemetry) -> None:
+    """A time-only window has no row limit per block: its blocks turn into sketches past k rows."""
+    opts = otel_ml.MonitorOptions(reference=REF, drift_window=0, drift_window_seconds=3600.0)
+    predict = _model(monitor=opts)
+    shifted = LIVE.copy()
+    shifted[:, NAMES.index("worst area")] *= 1.5
+    for start in range(0, 5000, 1000):
+        predict(shifted[start : start + 1000])
+    otel_ml.force_flush()
+    psi = {f: p.value for f, p in _by_feature(tel.points(semconv.FEATURE_DRIFT), "psi").items()}
+    assert psi["worst area"] > 0.2 and max(v for f, v in psi.items() if f != "worst area") < 0.2
+    (monitor,) = [m for m in list(runtime.get()._monitors) if m.model == "cancer"]
+    assert monitor._numeric_window is not None
+    window = monitor._numeric_window[1]
+    assert window.rows() == 5000 and window.nbytes < 30 * 17_000  # sketches, not 5000 x 30 raw rows (1.2 MB)

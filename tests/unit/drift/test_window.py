@@ -108,3 +108,32 @@ def test_invalid_configurations() -> None:
         SlidingWindow(QuantileSketch, max_rows=4, n_blocks=8)
     with pytest.raises(ValueError):
         SlidingWindow(QuantileSketch, max_age_s=0.0)
+
+
+def test_plan_gives_the_row_ranges_update_files_and_fill_takes_them() -> None:
+    clock = FakeClock()
+    win = SlidingWindow(QuantileSketch, max_rows=5000, n_blocks=8, clock=clock)
+    assert win.plan(0, clock.now) == []
+    assert win.plan(1000, clock.now) == [(0, 625), (625, 1000)]
+    rows = np.arange(1000, dtype=np.float64)
+    for start, stop in win.plan(1000, clock.now):
+        win.fill(stop - start, lambda sketch, a=start, b=stop: sketch.update(rows[a:b]), clock.now)
+    assert win.rows() == 1000
+    # the newest block has 250 rows of room; a batch longer than the window skips its oldest rows
+    assert win.plan(300, clock.now) == [(0, 250), (250, 300)]
+    big = win.plan(7000, clock.now)
+    # 250 rows would top up the newest block, then 11 blocks of 625: only the last 8 blocks' rows survive
+    assert big[0] == (250 + 3 * 625, 250 + 4 * 625) and big[-1] == (6500, 7000)
+    assert all(b - a == 625 for a, b in big[:-1]) and len(big) == 8
+    assert win.rows() == 0  # every block was dropped: none of them would survive the batch
+    with pytest.raises(ValueError, match="do not fit"):
+        win.fill(626, lambda sketch: None, clock.now)
+
+
+def test_plan_of_a_time_window_is_one_range_and_expires_first() -> None:
+    clock = FakeClock()
+    win = SlidingWindow(QuantileSketch, max_rows=None, max_age_s=60.0, n_blocks=4, clock=clock)
+    win.update(np.ones(10))
+    clock.now += 61
+    assert win.plan(50, clock.now) == [(0, 50)]
+    assert win.rows() == 0

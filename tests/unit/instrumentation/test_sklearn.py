@@ -233,6 +233,30 @@ def test_a_forest_in_a_thread_pool_is_one_call(sk_tel: InMemoryTelemetry) -> Non
     assert conf.sum == pytest.approx(float(proba.max(axis=1).sum()))
 
 
+@pytest.mark.parametrize("n_jobs", [None, 2])
+def test_a_forests_trees_never_enter_the_wrapper(
+    sk_tel: InMemoryTelemetry, monkeypatch: pytest.MonkeyPatch, n_jobs: int | None
+) -> None:
+    """Inside a measured call wrapt calls the trees' own methods directly (``enabled=registry.wrapping.get``):
+    the wrapper's code runs once per forest call, not once per tree, in pool threads too."""
+    forest = RandomForestClassifier(n_estimators=12, n_jobs=n_jobs, random_state=0).fit(XI, YI)
+    entered: list[object] = []
+    real = sk._get_active
+
+    def counting() -> object:
+        entered.append(None)
+        return real()
+
+    monkeypatch.setattr(sk, "_get_active", counting)
+    forest.predict_proba(XI)
+    calls = len(entered)
+    assert [s.name for s in sk_tel.spans()] == ["predict_proba RandomForestClassifier"]
+    assert calls <= 2  # the forest's own wrapper (+ joblib.Parallel's, which must see measured calls)
+    forest.estimators_[0].predict_proba(XI)  # a tree on its own is a measured call again
+    assert len(entered) > calls and len(sk_tel.spans()) == 2
+    assert registry.wrapping.get() is True and registry.active_call.get() is None
+
+
 class Doubler(ClassifierMixin, BaseEstimator):
     """An estimator outside scikit-learn, defined before instrumentation."""
 

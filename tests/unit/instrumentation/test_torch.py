@@ -39,6 +39,28 @@ class MLP(nn.Module):
         return self.body(x)
 
 
+def test_submodules_of_a_measured_call_never_enter_the_wrapper(
+    th_tel: InMemoryTelemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """wrapt calls the submodules' ``__call__`` directly inside a measured call (``registry.wrapping``)."""
+    model = MLP().eval()
+    entered: list[object] = []
+    real = torch_inst._get_active
+
+    def counting() -> object:
+        entered.append(None)
+        return real()
+
+    monkeypatch.setattr(torch_inst, "_get_active", counting)
+    with torch.no_grad():
+        model(DIGITS[:10])  # MLP, body, Linear, ReLU, Linear: five module calls
+    assert len(entered) == 1
+    assert [s.name for s in th_tel.spans()] == ["__call__ MLP"]
+    with torch.no_grad():
+        model.body(DIGITS[:10])  # a submodule on its own is a measured call
+    assert len(entered) == 2 and len(th_tel.spans()) == 2
+
+
 class ConvNet(nn.Module):
     """A small image classifier over N x 3 x 8 x 8 inputs."""
 

@@ -1,0 +1,197 @@
+"""One sort of a numeric batch, shared by every per-feature summary of it.
+
+A float matrix (rows x features) is transposed and sorted along each feature once (``np.sort`` releases the
+GIL, so a background worker doing this competes little with the caller's thread). Each column's NaN/±inf
+counts, its finite slice and exact moments come out of that without another pass per feature. Sorted columns
+then serve :meth:`QuantileSketch.add_sorted` (no second sort) and :class:`RankTable` (rank histograms and
+out-of-range counts from two binary searches of the cut points per column, instead of one search per value).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from otel_ml.sketch.quantile import RankCuts, _apportion, _fractions
+
+__all__ = ["RankTable", "SortedColumns"]
+
+
+class SortedColumns:
+    """The columns of a float matrix, each sorted ascending (``-inf``, finite values, ``+inf``, then NaN)."""
+
+    __slots__ = ("_m2", "_mean", "_nan", "_start", "_stop", "rows", "values")
+
+    def __init__(self, values: np.ndarray) -> None:
+        """Wrap a C-contiguous float64 ``(features, rows)`` array already sorted along its rows. Counts and
+        moments are computed on first use (rank checks need the counts only)."""
+        self.values = values
+        self.rows = values.shape[1]
+        self._nan: np.ndarray | None = None
+        self._start: np.ndarray | None = None
+        self._stop: np.ndarray | None = None
+        self._mean: np.ndarray | None = None
+        self._m2: np.ndarray | None = None
+
+    @property
+    def nan(self) -> np.ndarray:
+        """NaN values per column."""
+        if self._nan is None:
+            self._bounds()
+        assert self._nan is not None
+        return self._nan
+
+    @property
+    def start(self) -> np.ndarray:
+        """Index of each column's first finite value (= its count of -inf)."""
+        if self._start is None:
+            self._bounds()
+        assert self._start is not None
+        return self._start
+
+    @property
+    def stop(self) -> np.ndarray:
+        """One past each column's last finite value."""
+        if self._stop is None:
+            self._bounds()
+        assert self._stop is not None
+        return self._stop
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Exact mean of each column's finite values (NaN when none)."""
+        if self._mean is None:
+            self._moments()
+        assert self._mean is not None
+        return self._mean
+
+    @property
+    def m2(self) -> np.ndarray:
+        """Exact sum of squared deviations from the mean of each column's finite values."""
+        if self._m2 is None:
+            self._moments()
+        assert self._m2 is not None
+        return self._m2
+
+    def _bounds(self) -> None:
+        values, rows, width = self.values, self.rows, self.values.shape[0]
+        if np.isfinite(values).all():
+            self._nan, self._start = np.zeros(width, dtype=np.int64), np.zeros(width, dtype=np.int64)
+            self._stop = np.full(width, rows, dtype=np.int64)
+            return
+        self._nan = np.count_nonzero(np.isnan(values), axis=1)
+        self._start = np.count_nonzero(values == -np.inf, axis=1)
+        self._stop = rows - self._nan - np.count_nonzero(values == np.inf, axis=1)
+
+    def _moments(self) -> None:
+        values, start, stop = self.values, self.start, self.stop
+        if not start.any() and (stop == self.rows).all():  # every value finite
+            self._mean = values.mean(axis=1) if self.rows else np.full(values.shape[0], np.nan)
+            self._m2 = ((values - self._mean[:, None]) ** 2).sum(axis=1)
+            return
+        finite = np.isfinite(values)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self._mean = np.where(finite, values, 0.0).sum(axis=1) / (stop - start)
+            self._m2 = (np.where(finite, values - self._mean[:, None], 0.0) ** 2).sum(axis=1)
+
+    @classmethod
+    def of(cls, matrix: np.ndarray, sort_rows: Callable[[np.ndarray], None] | None = None) -> SortedColumns:
+        """Sort the columns of ``matrix`` (2-D rows x features, any real dtype; not modified). ``sort_rows``,
+        when given, sorts a ``(features, rows)`` array along its rows in place (e.g. over a thread pool)."""
+        values = np.array(matrix.T, dtype=np.float64, order="C")
+        if sort_rows is None:
+            values.sort(axis=1)
+        else:
+            sort_rows(values)
+        return cls(values)
+
+    def finite(self, j: int) -> np.ndarray:
+        """Column ``j``'s finite values, sorted (a view)."""
+        return self.values[j, self.start[j] : self.stop[j]]
+
+    def positions(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``searchsorted`` of each column's own finite ``points`` (a ``(features, k)`` array) into that column's
+        non-NaN values, sides left and right, as two ``(features, k)`` index arrays.
+
+        Two searches for all columns rather than two per column (each one a GIL release, so a chance for a
+        waiting application thread to take the GIL and the worker to queue behind it): the key ``j + 1j * value``
+        orders column ``j``'s values after all of column ``j - 1``'s (complex numbers compare by real part
+        first), so the sorted columns laid end to end are one sorted array. NaN is keyed +inf: past every point.
+        """
+        width, rows = self.values.shape
+        keys = np.empty((width, rows), dtype=np.complex128)
+        keys.real = np.arange(width)[:, None]
+        keys.imag = self.values
+        if self.nan.any():  # numpy sorts a complex holding a NaN after every other one
+            np.copyto(keys.imag, np.inf, where=np.isnan(self.values))
+        wanted = np.empty(points.shape, dtype=np.complex128)
+        wanted.real = np.arange(width)[:, None]
+        wanted.imag = points
+        flat, targets = keys.reshape(-1), wanted.reshape(-1)
+        offset = (np.arange(width) * rows)[:, None]
+        left = flat.searchsorted(targets, side="left").reshape(points.shape) - offset
+        right = flat.searchsorted(targets, side="right").reshape(points.shape) - offset
+        return left, right
+
+    def posinf(self, j: int) -> int:
+        """+inf values in column ``j``."""
+        return int(self.rows - self.nan[j] - self.stop[j])
+
+    def neginf(self, j: int) -> int:
+        """-inf values in column ``j``."""
+        return int(self.start[j])
+
+
+class RankTable:
+    """Rank-bucket and range checks of many columns against their references, counted for a whole
+    :class:`SortedColumns` at once: one pair of binary searches per column, the rest across columns."""
+
+    __slots__ = ("_cuts", "_equal", "_fractions", "_high", "_low", "_points", "has_cuts", "has_range")
+
+    def __init__(self, cuts: Sequence[RankCuts | None], low: Sequence[float], high: Sequence[float]) -> None:
+        """Per column: its reference's :class:`RankCuts` (``None``: no rank histogram) and finite range
+        (NaN bounds: no range check). Every ``RankCuts`` must have the same number of buckets."""
+        width = len(cuts)
+        sizes = {c.cuts.size for c in cuts if c is not None}
+        if len(sizes) > 1:
+            raise ValueError("every column needs the same number of rank buckets")
+        n_cuts = sizes.pop() if sizes else 0
+        self.has_cuts = np.array([c is not None for c in cuts], dtype=bool)
+        self._low, self._high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
+        self.has_range = ~(np.isnan(self._low) | np.isnan(self._high))
+        self._cuts = np.zeros((width, n_cuts))
+        lo, hi = np.zeros((width, n_cuts)), np.zeros((width, n_cuts))
+        for j, c in enumerate(cuts):
+            if c is not None:
+                self._cuts[j], lo[j], hi[j] = c.cuts, c.lo, c.hi
+        # the searched points of column j: its low bound, its cuts, its high bound
+        self._points = np.column_stack((np.nan_to_num(self._low), self._cuts, np.nan_to_num(self._high)))
+        self._equal = self._cuts[:, 1:] == self._cuts[:, :-1]  # runs of equal cuts (point masses)
+        # how values tied with each cut split over the buckets: fixed by the reference, so computed once
+        self._fractions = _fractions(lo.ravel(), hi.ravel(), n_cuts + 1).reshape(width, n_cuts, -1)
+
+    def counts(self, columns: SortedColumns) -> tuple[np.ndarray, np.ndarray]:
+        """Rank-bucket counts ``(columns, buckets)`` (rows of columns without cuts are zero) and the count of
+        values outside each column's range (zero without one), both over non-NaN values.
+
+        Each row equals :func:`~otel_ml.sketch.quantile.rank_buckets` of that column: values equal to a cut
+        are apportioned over the buckets that the reference's CDF jump at the cut overlaps."""
+        width = self._cuts.shape[0]
+        size = columns.rows - columns.nan
+        left, right = columns.positions(self._points)
+        outside = np.where(self.has_range, left[:, 0] + size - right[:, -1], 0)
+        inner_left = left[:, 1:-1]
+        counts = np.diff(np.column_stack((np.zeros(width, dtype=np.int64), inner_left, size)), axis=1)
+        tied = right[:, 1:-1] - inner_left
+        tied[:, :-1][self._equal] = 0  # a run of equal cuts: its ties belong to the last cut of the run
+        tied[~self.has_cuts] = 0
+        rows, cut = np.nonzero(tied)
+        if rows.size:
+            m = tied[rows, cut]
+            counts[rows, cut + 1] -= m
+            shares = _apportion(m, self._fractions[rows, cut])
+            starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+            counts[rows[starts]] += np.add.reduceat(shares, starts, axis=0)
+        counts[~self.has_cuts] = 0
+        return counts, outside
