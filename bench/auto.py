@@ -244,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "decorator": decorated_mlp,
         }
         cases += [
-            (f"RandomForestClassifier(50).predict_proba, {shape}", forest_variants, x[:rows], max(1, calls // 20),
+            (f"RandomForestClassifier(50).predict_proba, {shape}", forest_variants, x[:rows], max(1, calls // 5),
              lambda med: relative_target(med, 0.05)),
             (f"LogisticRegression.predict_proba, {shape}", logistic_variants, x[:rows], calls,
              lambda med, limit=limit: ratio_target(med, limit)),

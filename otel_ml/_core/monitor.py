@@ -297,7 +297,7 @@ class InputMonitor:
 
     def _numeric(self, table: Table, work: list[tuple[_Feature, int]], ref: Reference, rank: Any) -> None:
         """Every numeric feature at once: one sort of the batch gives their quality counts and rank
-        histograms, one sort per window block the rows of their shared window."""
+        histograms; the rows themselves go, unsorted, into the features' shared window."""
         part, counted = self._numeric_part(table, work)
         rows = part.shape[0]
         sort = _sorter(part.size)
