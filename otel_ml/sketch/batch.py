@@ -18,6 +18,10 @@ from otel_ml.sketch.quantile import RankCuts, _apportion, _fractions
 __all__ = ["RankTable", "SortedColumns"]
 
 
+_KEYED_ROWS = 4096
+"""Up to this many rows, :meth:`SortedColumns.positions` searches all columns at once through complex keys."""
+
+
 class SortedColumns:
     """The columns of a float matrix, each sorted ascending (``-inf``, finite values, ``+inf``, then NaN)."""
 
@@ -114,12 +118,18 @@ class SortedColumns:
         """``searchsorted`` of each column's own finite ``points`` (a ``(features, k)`` array) into that column's
         non-NaN values, sides left and right, as two ``(features, k)`` index arrays.
 
-        Two searches for all columns rather than two per column (each one a GIL release, so a chance for a
-        waiting application thread to take the GIL and the worker to queue behind it): the key ``j + 1j * value``
-        orders column ``j``'s values after all of column ``j - 1``'s (complex numbers compare by real part
-        first), so the sorted columns laid end to end are one sorted array. NaN is keyed +inf: past every point.
+        Up to :data:`_KEYED_ROWS` rows this is two searches for all columns rather than two per column. Each
+        search releases the GIL, which lets a waiting application thread take it and the worker queue behind
+        it. The key ``j + 1j * value`` orders column ``j``'s values after all of column ``j - 1``'s (complex
+        numbers compare by real part first), so the sorted columns laid end to end are one sorted array; NaN is
+        keyed +inf, past every point.
         """
         width, rows = self.values.shape
+        if rows > _KEYED_ROWS:  # building the keys would cost more than the per-column searches save
+            columns = [v[:n] for v, n in zip(self.values, (rows - self.nan).tolist(), strict=True)]
+            left = [c.searchsorted(p, side="left") for c, p in zip(columns, points, strict=True)]
+            right = [c.searchsorted(p, side="right") for c, p in zip(columns, points, strict=True)]
+            return np.array(left), np.array(right)
         keys = np.empty((width, rows), dtype=np.complex128)
         keys.real = np.arange(width)[:, None]
         keys.imag = self.values

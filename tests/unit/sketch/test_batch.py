@@ -23,10 +23,11 @@ def _hostile(rows: int, width: int) -> np.ndarray:
     return m
 
 
-def test_sorted_columns_counts_and_moments_match_each_column() -> None:
-    m = _hostile(500, 5)
+@pytest.mark.parametrize("rows", [500, 5000])  # complex-keyed positions, and per-column ones past 4,096 rows
+def test_sorted_columns_counts_and_moments_match_each_column(rows: int) -> None:
+    m = _hostile(rows, 5)
     cols = SortedColumns.of(m)
-    assert cols.rows == 500
+    assert cols.rows == rows
     points = np.sort(RNG.normal(size=(5, 7)), axis=1)
     points[1] = np.arange(7) - 1.0  # exactly on the point masses of column 1
     left, right = cols.positions(points)
