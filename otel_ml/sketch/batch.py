@@ -9,6 +9,7 @@ out-of-range counts from two binary searches of the cut points per column, inste
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -25,79 +26,58 @@ _KEYED_ROWS = 4096
 class SortedColumns:
     """The columns of a float matrix, each sorted ascending (``-inf``, finite values, ``+inf``, then NaN)."""
 
-    __slots__ = ("_m2", "_mean", "_nan", "_start", "_stop", "rows", "values")
-
     def __init__(self, values: np.ndarray) -> None:
         """Wrap a C-contiguous float64 ``(features, rows)`` array already sorted along its rows. Counts and
         moments are computed on first use (rank checks need the counts only)."""
         self.values = values
         self.rows = values.shape[1]
-        self._nan: np.ndarray | None = None
-        self._start: np.ndarray | None = None
-        self._stop: np.ndarray | None = None
-        self._mean: np.ndarray | None = None
-        self._m2: np.ndarray | None = None
+
+    @functools.cached_property
+    def _bounds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per column: NaN count, index of the first finite value (= the -inf count), one past the last."""
+        values, rows, width = self.values, self.rows, self.values.shape[0]
+        if np.isfinite(values).all():
+            return np.zeros(width, dtype=np.int64), np.zeros(width, dtype=np.int64), np.full(width, rows)
+        nan = np.count_nonzero(np.isnan(values), axis=1)
+        start = np.count_nonzero(values == -np.inf, axis=1)
+        return nan, start, rows - nan - np.count_nonzero(values == np.inf, axis=1)
+
+    @functools.cached_property
+    def _moments(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per column: exact mean of the finite values (NaN when none) and sum of squared deviations from it."""
+        values, (_, start, stop) = self.values, self._bounds
+        if not start.any() and (stop == self.rows).all():  # every value finite
+            mean = values.mean(axis=1) if self.rows else np.full(values.shape[0], np.nan)
+            return mean, ((values - mean[:, None]) ** 2).sum(axis=1)
+        finite = np.isfinite(values)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(finite, values, 0.0).sum(axis=1) / (stop - start)
+            return mean, (np.where(finite, values - mean[:, None], 0.0) ** 2).sum(axis=1)
 
     @property
     def nan(self) -> np.ndarray:
         """NaN values per column."""
-        if self._nan is None:
-            self._bounds()
-        assert self._nan is not None
-        return self._nan
+        return self._bounds[0]
 
     @property
     def start(self) -> np.ndarray:
-        """Index of each column's first finite value (= its count of -inf)."""
-        if self._start is None:
-            self._bounds()
-        assert self._start is not None
-        return self._start
+        """Index of each column's first finite value."""
+        return self._bounds[1]
 
     @property
     def stop(self) -> np.ndarray:
         """One past each column's last finite value."""
-        if self._stop is None:
-            self._bounds()
-        assert self._stop is not None
-        return self._stop
+        return self._bounds[2]
 
     @property
     def mean(self) -> np.ndarray:
-        """Exact mean of each column's finite values (NaN when none)."""
-        if self._mean is None:
-            self._moments()
-        assert self._mean is not None
-        return self._mean
+        """Exact mean of each column's finite values."""
+        return self._moments[0]
 
     @property
     def m2(self) -> np.ndarray:
-        """Exact sum of squared deviations from the mean of each column's finite values."""
-        if self._m2 is None:
-            self._moments()
-        assert self._m2 is not None
-        return self._m2
-
-    def _bounds(self) -> None:
-        values, rows, width = self.values, self.rows, self.values.shape[0]
-        if np.isfinite(values).all():
-            self._nan, self._start = np.zeros(width, dtype=np.int64), np.zeros(width, dtype=np.int64)
-            self._stop = np.full(width, rows, dtype=np.int64)
-            return
-        self._nan = np.count_nonzero(np.isnan(values), axis=1)
-        self._start = np.count_nonzero(values == -np.inf, axis=1)
-        self._stop = rows - self._nan - np.count_nonzero(values == np.inf, axis=1)
-
-    def _moments(self) -> None:
-        values, start, stop = self.values, self.start, self.stop
-        if not start.any() and (stop == self.rows).all():  # every value finite
-            self._mean = values.mean(axis=1) if self.rows else np.full(values.shape[0], np.nan)
-            self._m2 = ((values - self._mean[:, None]) ** 2).sum(axis=1)
-            return
-        finite = np.isfinite(values)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            self._mean = np.where(finite, values, 0.0).sum(axis=1) / (stop - start)
-            self._m2 = (np.where(finite, values - self._mean[:, None], 0.0) ** 2).sum(axis=1)
+        """Sum of squared deviations from that mean, per column."""
+        return self._moments[1]
 
     @classmethod
     def of(cls, matrix: np.ndarray, sort_rows: Callable[[np.ndarray], None] | None = None) -> SortedColumns:

@@ -1,8 +1,10 @@
-"""What the instrumentor tests share: an ``instrument(**kwargs)`` for this test only, undone at teardown."""
+"""What the instrumentor tests share: an ``instrument(**kwargs)`` for this test only, undone at teardown, and a
+way to count how often an instrumentor's wrapper code runs."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -34,3 +36,22 @@ def instrumenting(tel: InMemoryTelemetry) -> Iterator[Callable[[BaseInstrumentor
         for inst in started:
             if inst.is_instrumented_by_opentelemetry:
                 inst.uninstrument()
+
+
+@pytest.fixture
+def entries(monkeypatch: pytest.MonkeyPatch) -> Callable[[ModuleType], list[object]]:
+    """``entries(module)``: a list that grows by one each time ``module``'s wrappers run (each of them starts
+    by reading ``module._get_active``), for this test."""
+
+    def count(module: ModuleType) -> list[object]:
+        calls: list[object] = []
+        real = module._get_active
+
+        def counting() -> object:
+            calls.append(None)
+            return real()
+
+        monkeypatch.setattr(module, "_get_active", counting)
+        return calls
+
+    return count

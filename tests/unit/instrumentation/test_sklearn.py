@@ -235,19 +235,12 @@ def test_a_forest_in_a_thread_pool_is_one_call(sk_tel: InMemoryTelemetry) -> Non
 
 @pytest.mark.parametrize("n_jobs", [None, 2])
 def test_a_forests_trees_never_enter_the_wrapper(
-    sk_tel: InMemoryTelemetry, monkeypatch: pytest.MonkeyPatch, n_jobs: int | None
+    sk_tel: InMemoryTelemetry, entries: Callable[[Any], list[object]], n_jobs: int | None
 ) -> None:
     """Inside a measured call wrapt calls the trees' own methods directly (``enabled=registry.wrapping.get``):
     the wrapper's code runs once per forest call, not once per tree, in pool threads too."""
     forest = RandomForestClassifier(n_estimators=12, n_jobs=n_jobs, random_state=0).fit(XI, YI)
-    entered: list[object] = []
-    real = sk._get_active
-
-    def counting() -> object:
-        entered.append(None)
-        return real()
-
-    monkeypatch.setattr(sk, "_get_active", counting)
+    entered = entries(sk)
     forest.predict_proba(XI)
     calls = len(entered)
     assert [s.name for s in sk_tel.spans()] == ["predict_proba RandomForestClassifier"]

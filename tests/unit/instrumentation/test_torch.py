@@ -40,18 +40,11 @@ class MLP(nn.Module):
 
 
 def test_submodules_of_a_measured_call_never_enter_the_wrapper(
-    th_tel: InMemoryTelemetry, monkeypatch: pytest.MonkeyPatch
+    th_tel: InMemoryTelemetry, entries: Callable[[Any], list[object]]
 ) -> None:
     """wrapt calls the submodules' ``__call__`` directly inside a measured call (``registry.wrapping``)."""
     model = MLP().eval()
-    entered: list[object] = []
-    real = torch_inst._get_active
-
-    def counting() -> object:
-        entered.append(None)
-        return real()
-
-    monkeypatch.setattr(torch_inst, "_get_active", counting)
+    entered = entries(torch_inst)
     with torch.no_grad():
         model(DIGITS[:10])  # MLP, body, Linear, ReLU, Linear: five module calls
     assert len(entered) == 1
