@@ -229,21 +229,23 @@ class VectorHistogram:
     ) -> None:
         """:meth:`record_counts` for many series at once (row ``i`` of each array goes to ``series[i]``),
         under one lock: what a batch's per-feature histograms need."""
-        n = counts.sum(axis=1)
         if not self._owner.merging:
             for i, (attributes, key) in enumerate(series):
                 self.record_counts(counts[i], float(totals[i]), float(low[i]), float(high[i]), attributes, key)
             return
+        rows = zip(
+            series, counts, counts.sum(axis=1).tolist(), totals.tolist(), low.tolist(), high.tolist(), strict=True
+        )
         with self._lock:
-            for i, (attributes, key) in enumerate(series):
-                if not n[i]:
+            for (attributes, key), row, n, total, lo, hi in rows:
+                if not n:
                     continue
                 s = self._get(key, attributes)
-                s.counts += counts[i]
-                s.total += float(totals[i])
-                s.n += int(n[i])
-                s.low = min(s.low, float(low[i]))
-                s.high = max(s.high, float(high[i]))
+                s.counts += row
+                s.total += total
+                s.n += n
+                s.low = lo if lo < s.low else s.low
+                s.high = hi if hi > s.high else s.high
 
     def totals(self) -> list[tuple[Attributes, int, float]]:
         """(attributes, count, sum) of every series: what derived metrics (e.g. windowed means) read."""

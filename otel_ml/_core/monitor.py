@@ -37,7 +37,7 @@ from otel_ml.drift.window import SlidingWindow
 from otel_ml.sketch import parallel
 from otel_ml.sketch.batch import RankTable, SortedColumns
 from otel_ml.sketch.block import ColumnSketches
-from otel_ml.sketch.columns import CATEGORICAL, Skip, Table, to_table
+from otel_ml.sketch.columns import CATEGORICAL, Skip, Table, host_array, to_table
 from otel_ml.sketch.feature import FeatureSketch, numeric_values
 from otel_ml.sketch.reference import Reference, ReferenceBuilder
 
@@ -167,8 +167,10 @@ class InputMonitor:
     def observe(self, x: object) -> None:
         """Take one call's input (on the caller's thread): buffer rows, hand full batches to the worker."""
         width = self._matrix_width
-        if width and type(x) is np.ndarray and x.ndim == 2 and x.shape[1] == width and x.dtype.kind == "f":
+        arr = host_array(x) if width else None
+        if arr is not None and arr.ndim == 2 and arr.shape[1] == width and arr.dtype.kind == "f":
             # the hot path: a float matrix with the schema already known (names came from the first call)
+            x = arr
             if width > self.max_features:  # a wide input: its first max_features columns, the rest counted
                 runtime.get().count_drop(semconv.DROP_FEATURE_LIMIT, width - self.max_features)
                 x = x[:, : self.max_features]
@@ -189,7 +191,7 @@ class InputMonitor:
         if self._schema is None:
             with self._lock:
                 self._schema = self._schema or (table.names[: self.max_features], table.kinds[: self.max_features])
-                if table.matrix is not None and type(x) is np.ndarray:
+                if table.matrix is not None and host_array(x) is not None:
                     self._matrix_width = len(table.names)  # wider than max_features too: sliced on the hot path
         if schema[0][: self.max_features] != self._schema[0]:
             runtime.get().count_drop(semconv.DROP_SHAPE_CHANGED)

@@ -167,12 +167,13 @@ class RankTable:
 
         Each row equals :func:`~otel_ml.sketch.quantile.rank_buckets` of that column: values equal to a cut
         are apportioned over the buckets that the reference's CDF jump at the cut overlaps."""
-        width = self._cuts.shape[0]
         size = columns.rows - columns.nan
         left, right = columns.positions(self._points)
         outside = np.where(self.has_range, left[:, 0] + size - right[:, -1], 0)
         inner_left = left[:, 1:-1]
-        counts = np.diff(np.column_stack((np.zeros(width, dtype=np.int64), inner_left, size)), axis=1)
+        below = np.column_stack((inner_left, size))  # values below each cut, and all of them
+        counts = below.copy()
+        counts[:, 1:] -= below[:, :-1]
         tied = right[:, 1:-1] - inner_left
         tied[:, :-1][self._equal] = 0  # a run of equal cuts: its ties belong to the last cut of the run
         tied[~self.has_cuts] = 0

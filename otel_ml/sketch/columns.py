@@ -182,6 +182,22 @@ def _plain_rows(x: list[Any] | tuple[Any, ...]) -> bool:
     return True
 
 
+def host_array(x: object) -> np.ndarray | None:
+    """``x`` as a numpy array without copying: itself, or a float CPU torch tensor's view (that needs no
+    grad); ``None`` for anything else. What the monitor's per-call fast path accepts."""
+    if type(x) is np.ndarray:
+        return x
+    if not type(x).__module__.startswith("torch"):
+        return None
+    t: Any = x
+    if getattr(t, "is_cpu", False) and not t.requires_grad and str(t.dtype) in _HOST_FLOATS and not t.is_sparse:
+        return np.asarray(t.numpy())
+    return None
+
+
+_HOST_FLOATS = ("torch.float32", "torch.float64")
+
+
 def to_table(x: Any, feature_names: Sequence[object] | None = None, allow_device_copy: bool = False) -> Table | Skip:
     """Read ``x`` as feature columns (see module docstring); ``feature_names`` override derived ones."""
     if type(x) is np.ndarray:

@@ -384,4 +384,6 @@ def _apportion(m: np.ndarray, fractions: np.ndarray) -> np.ndarray:
     m = m.astype(np.int64)
     running = np.floor(np.cumsum(m[:, None] * fractions, axis=1) + 0.5).astype(np.int64)
     running[:, -1] = m  # the exact total, whatever the float sum's last bit
-    return np.diff(running, axis=1, prepend=0)
+    out = running.copy()
+    out[:, 1:] -= running[:, :-1]
+    return out

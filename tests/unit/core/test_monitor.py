@@ -323,3 +323,17 @@ def test_a_time_window_keeps_drift_exact_with_bounded_memory(tel: InMemoryTeleme
     assert monitor._numeric_window is not None
     window = monitor._numeric_window[1]
     assert window.rows() == 5000 and window.nbytes < 30 * 17_000  # sketches, not 5000 x 30 raw rows (1.2 MB)
+
+
+def test_torch_tensors_take_the_numpy_fast_path(tel: InMemoryTelemetry) -> None:
+    """After the first call fixes the schema, float CPU tensors are read as numpy views, like arrays."""
+    predict = _model(reference=REF)
+    rows = torch.tensor(LIVE[:300], dtype=torch.float32)
+    predict(rows)
+    predict(rows)
+    predict(LIVE[:300])
+    otel_ml.force_flush()
+    ranks = _by_feature(tel.points(semconv.FEATURE_RANK))
+    assert {p.count for p in ranks.values()} == {900}
+    (monitor,) = [m for m in list(runtime.get()._monitors) if m.model == "cancer"]
+    assert monitor._matrix_width == len(NAMES) and monitor.rows_observed == 900

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+import torch
 
-from otel_ml.sketch.columns import MAX_NAME_LENGTH, Skip, Table, feature_name, to_table
+from otel_ml.sketch.columns import MAX_NAME_LENGTH, Skip, Table, feature_name, host_array, to_table
 
 NUMERIC, CATEGORICAL = "numeric", "categorical"
 
@@ -299,3 +300,21 @@ def test_torch_scalar_and_3d_tensors_are_skipped() -> None:
 def test_torch_sparse_tensor_is_skipped() -> None:
     torch = _torch()
     assert to_table(torch.eye(3).to_sparse()) == Skip("input_sparse")
+
+
+def test_host_array_views_numpy_and_cpu_float_tensors_only() -> None:
+    arr = np.ones((3, 2))
+    assert host_array(arr) is arr
+    t = torch.ones(3, 2)
+    view = host_array(t)
+    assert view is not None and view.dtype == np.float32 and np.shares_memory(view, t.numpy())
+    assert host_array(torch.ones(3, 2, dtype=torch.float64)) is not None
+    for other in (
+        torch.ones(3, 2, requires_grad=True),  # numpy() would raise: the slow path detaches
+        torch.ones(3, 2, dtype=torch.float16),
+        torch.ones(3, 2, dtype=torch.int64),
+        torch.ones(3, 2).to_sparse(),
+        [[1.0, 2.0]],
+        np.float64(1.0),
+    ):
+        assert host_array(other) is None
