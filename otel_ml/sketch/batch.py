@@ -36,7 +36,8 @@ class SortedColumns:
     def _bounds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per column: NaN count, index of the first finite value (= the -inf count), one past the last."""
         values, rows, width = self.values, self.rows, self.values.shape[0]
-        if np.isfinite(values).all():
+        # sorted rows put -inf first and +inf, then NaN, last: their two ends say whether everything is finite
+        if not rows or (np.isfinite(values[:, 0]).all() and np.isfinite(values[:, -1]).all()):
             return np.zeros(width, dtype=np.int64), np.zeros(width, dtype=np.int64), np.full(width, rows)
         nan = np.count_nonzero(np.isnan(values), axis=1)
         start = np.count_nonzero(values == -np.inf, axis=1)
