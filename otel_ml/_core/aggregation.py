@@ -113,6 +113,15 @@ class _HistogramSeries:
         self.ex_span = np.zeros(buckets, dtype=np.uint64)
 
 
+def _add_counts(s: _HistogramSeries, counts: np.ndarray, n: int, total: float, low: float, high: float) -> None:
+    """Fold ``n`` already-bucketed values (their bucket ``counts``, sum, min and max) into series ``s``."""
+    s.counts += counts
+    s.total += total
+    s.n += n
+    s.low = low if low < s.low else s.low
+    s.high = high if high > s.high else s.high
+
+
 class VectorHistogram:
     """An explicit-bucket histogram that takes whole numpy arrays (or single values) per call."""
 
@@ -212,12 +221,7 @@ class VectorHistogram:
                 self._owner.fallback.histogram_values(self, reps, attributes)
             return
         with self._lock:
-            s = self._get(key, attributes)
-            s.counts += counts
-            s.total += total
-            s.n += n
-            s.low = low if low < s.low else s.low
-            s.high = high if high > s.high else s.high
+            _add_counts(self._get(key, attributes), counts, n, total, low, high)
 
     def record_rows(
         self,
@@ -238,14 +242,8 @@ class VectorHistogram:
         )
         with self._lock:
             for (attributes, key), row, n, total, lo, hi in rows:
-                if not n:
-                    continue
-                s = self._get(key, attributes)
-                s.counts += row
-                s.total += total
-                s.n += n
-                s.low = lo if lo < s.low else s.low
-                s.high = hi if hi > s.high else s.high
+                if n:
+                    _add_counts(self._get(key, attributes), row, n, total, lo, hi)
 
     def totals(self) -> list[tuple[Attributes, int, float]]:
         """(attributes, count, sum) of every series: what derived metrics (e.g. windowed means) read."""
