@@ -88,7 +88,7 @@ class Library:
             original = owner.__dict__.get(name)
             if (owner, name) in self._patches or original is None or not sk._patchable(original):
                 return
-            wrapped = wrapt.FunctionWrapper(original, wrapper)
+            wrapped = wrapt.FunctionWrapper(original, wrapper, enabled=registry.wrapping.get)  # skipped when nested
             setattr(owner, name, wrapped)
             self._patches[(owner, name)] = (original, wrapped)
 
@@ -97,6 +97,14 @@ class Library:
         owner = next((klass for klass in cls.__mro__ if name in klass.__dict__), None)
         if owner is not None and owner.__module__.split(".", 1)[0] == self.module:
             self.wrap(owner, name, wrapper)
+
+    def wrap_estimators(self, module: Any, class_names: Collection[str], wrappers: dict[str, Wrapper]) -> None:
+        """Wrap each method of ``wrappers`` on each of the library's estimator classes that ``module`` has."""
+        for class_name in class_names:
+            cls = getattr(module, class_name, None)
+            if isinstance(cls, type):
+                for name, wrapper in wrappers.items():
+                    self.wrap_defined(cls, name, wrapper)
 
     def restore(self) -> None:
         """Put back every patched attribute (where it is still ours) and forget the patches."""

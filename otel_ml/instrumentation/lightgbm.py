@@ -121,11 +121,7 @@ def _booster_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any
 def _patch(library: Library, module: Any) -> None:
     """Post-import hook of ``lightgbm``: wrap ``Booster.predict`` and the estimators' predict methods."""
     library.wrap(module.Booster, OPERATION, _booster_wrapper)
-    for class_name in ESTIMATORS:
-        cls = getattr(module, class_name, None)
-        if isinstance(cls, type):
-            for name in ESTIMATOR_METHODS:
-                library.wrap_defined(cls, name, _ESTIMATOR_WRAPPERS[name])
+    library.wrap_estimators(module, ESTIMATORS, _ESTIMATOR_WRAPPERS)
 
 
 _library = Library("lightgbm", "LightGBM", _patch)

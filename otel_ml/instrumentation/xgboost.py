@@ -131,11 +131,7 @@ def _patch(library: Library, module: Any) -> None:
     _dmatrix = module.DMatrix
     for name in BOOSTER_METHODS:
         library.wrap(module.Booster, name, _BOOSTER_WRAPPERS[name])
-    for class_name in ESTIMATORS:
-        cls = getattr(module, class_name, None)
-        if isinstance(cls, type):
-            for name in ESTIMATOR_METHODS:
-                library.wrap_defined(cls, name, _ESTIMATOR_WRAPPERS[name])
+    library.wrap_estimators(module, ESTIMATORS, _ESTIMATOR_WRAPPERS)
 
 
 _library = Library("xgboost", "XGBoost", _patch)

@@ -18,7 +18,7 @@ import otel_ml
 from otel_ml import config, semconv
 from otel_ml._core import guard, runtime
 from otel_ml._core.recorder import Recorder
-from otel_ml.instrumentation import registry
+from otel_ml.instrumentation import library, registry
 from otel_ml.instrumentation import sklearn as sk
 from otel_ml.instrumentation import xgboost as xgb_inst
 from otel_ml.instrumentation.sklearn import SklearnInstrumentor
@@ -90,6 +90,18 @@ def test_classifier_calls_are_one_span_each_with_exact_values(instrument: Callab
         if p.attributes[semconv.ML_OPERATION] == "predict"
     }
     assert classes == {str(k): int(n) for k, n in zip(*np.unique(labels, return_counts=True), strict=True)}
+
+
+def test_the_boosters_own_call_inside_an_estimator_call_never_enters_the_wrapper(
+    xgb_tel: InMemoryTelemetry, entries: Callable[[Any], list[object]]
+) -> None:
+    """``XGBClassifier.predict_proba`` runs ``Booster.inplace_predict``: wrapt calls it directly (``enabled=``)."""
+    entered = entries(library)
+    CLF.predict_proba(X[:5])
+    assert len(entered) == 1  # the estimator's wrapper, not the Booster's
+    assert [s.name for s in xgb_tel.spans()] == ["predict_proba XGBClassifier"]
+    SOFTPROB.inplace_predict(XW[:5])  # a Booster on its own is a measured call
+    assert len(entered) == 2 and len(xgb_tel.spans()) == 2
 
 
 def test_regressor_outputs_are_values(xgb_tel: InMemoryTelemetry) -> None:
