@@ -42,7 +42,7 @@ OTEL_ML_SKETCH_INPUTS = "OTEL_ML_SKETCH_INPUTS"
 OTEL_ML_DRIFT_WINDOW = "OTEL_ML_DRIFT_WINDOW"
 """Rows in the sliding window drift is computed over (default 5000; 0 = time window only)."""
 OTEL_ML_DRIFT_INTERVAL = "OTEL_ML_DRIFT_INTERVAL"
-"""Seconds between two drift computations per model (default 1; also computed on ``force_flush``)."""
+"""Seconds between two drift computations per model (default 10; also computed on ``force_flush``)."""
 OTEL_ML_WARMUP_ROWS = "OTEL_ML_WARMUP_ROWS"
 """Rows that become the provisional reference when none is given (default 1000)."""
 OTEL_ML_MAX_FEATURES = "OTEL_ML_MAX_FEATURES"
@@ -56,14 +56,15 @@ OTEL_ML_CARDINALITY_LIMIT = "OTEL_ML_CARDINALITY_LIMIT"
 OTEL_ML_SKETCH_THREADS = "OTEL_ML_SKETCH_THREADS"
 """Threads sketching the columns of large batches (default min(2, cores); 1 = only the worker thread)."""
 OTEL_ML_SKETCH_BUFFER_ROWS = "OTEL_ML_SKETCH_BUFFER_ROWS"
-"""Rows buffered on the caller's thread before a vectorised sketch update on the worker (default 1024, at most
-65536: the buffer is allocated up front, rows x features x 8 bytes). Buffers are also handed over at every metric
-export, so a quiet model's rows are never held longer than one export interval."""
+"""Rows buffered on the caller's thread before a vectorised sketch update on the worker (default 16384, at most
+65536). The buffer grows as rows arrive and never holds more than 2 MiB (rows x features x 8 bytes): 13,107 rows
+of 20 features; lower this to hold less. Buffers are also handed over at every metric export, so a quiet model's
+rows are never held longer than one export interval."""
 
 MAX_SHUTDOWN_TIMEOUT = 3600.0
 """Largest accepted ``OTEL_ML_SHUTDOWN_TIMEOUT``: beyond ``threading.TIMEOUT_MAX`` waits raise ``OverflowError``."""
 MAX_SKETCH_BUFFER_ROWS = 65536
-"""Largest accepted ``OTEL_ML_SKETCH_BUFFER_ROWS`` (a larger buffer fails to allocate on the first call)."""
+"""Largest accepted ``OTEL_ML_SKETCH_BUFFER_ROWS`` (the buffer also stays within 2 MiB: ``monitor.BUFFER_VALUES``)."""
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
@@ -84,11 +85,11 @@ class Settings:
     log_interval: float = 60.0
     sketch_inputs: bool = True
     drift_window: int = 5000
-    drift_interval: float = 1.0
+    drift_interval: float = 10.0
     warmup_rows: int = 1000
     max_features: int = 100
     capture_categories: bool = False
-    sketch_buffer_rows: int = 1024
+    sketch_buffer_rows: int = 16384
     sketch_threads: int = min(2, os.cpu_count() or 1)
     cardinality_limit: int = 2000
     accuracy_window: float = 300.0
@@ -140,11 +141,11 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         log_interval=float(_number(env, OTEL_ML_LOG_INTERVAL, 60.0, 0.0, float)),
         sketch_inputs=_bool(env, OTEL_ML_SKETCH_INPUTS, True),
         drift_window=int(_number(env, OTEL_ML_DRIFT_WINDOW, 5000, 0, int)),
-        drift_interval=float(_number(env, OTEL_ML_DRIFT_INTERVAL, 1.0, 0.0, float)),
+        drift_interval=float(_number(env, OTEL_ML_DRIFT_INTERVAL, 10.0, 0.0, float)),
         warmup_rows=int(_number(env, OTEL_ML_WARMUP_ROWS, 1000, 1, int)),
         max_features=int(_number(env, OTEL_ML_MAX_FEATURES, 100, 1, int)),
         capture_categories=_bool(env, OTEL_ML_CAPTURE_CATEGORIES, False),
-        sketch_buffer_rows=int(_number(env, OTEL_ML_SKETCH_BUFFER_ROWS, 1024, 1, int, MAX_SKETCH_BUFFER_ROWS)),
+        sketch_buffer_rows=int(_number(env, OTEL_ML_SKETCH_BUFFER_ROWS, 16384, 1, int, MAX_SKETCH_BUFFER_ROWS)),
         accuracy_window=float(_number(env, OTEL_ML_ACCURACY_WINDOW, 300.0, 1.0, float)),
         cardinality_limit=int(_number(env, OTEL_ML_CARDINALITY_LIMIT, 2000, 2, int)),
         sketch_threads=int(_number(env, OTEL_ML_SKETCH_THREADS, min(2, os.cpu_count() or 1), 1, int)),

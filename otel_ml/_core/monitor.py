@@ -45,6 +45,18 @@ NUMERIC_METHODS = ("psi", "ks", "js", "wasserstein")
 MIN_DRIFT_ROWS = 100  # rows a window needs before its drift is scored
 CATEGORICAL_METHODS = ("chi2", "js")
 _RANK_MIDPOINTS = (np.arange(20) + 0.5) / 20
+BUFFER_VALUES = 1 << 18
+"""Most values (rows x features) a model's input buffer holds: 2 MiB of float64 (13,107 rows of 20 features).
+
+Calls smaller than this are copied into the buffer and reach the worker together: one sort and one pass of
+Python per ~2 MiB instead of per call. Worker time that holds the GIL slows the caller's threads, by more than
+its own length when they keep releasing the GIL (a forest's trees do), so fewer, larger batches cost less."""
+MIN_BUFFER_ROWS = 256  # a buffer's first size; it doubles as rows arrive
+
+
+def buffer_limit(width: int) -> int:
+    """Rows the input buffer of ``width`` features holds: ``OTEL_ML_SKETCH_BUFFER_ROWS`` within 2 MiB."""
+    return max(1, min(config.settings.sketch_buffer_rows, BUFFER_VALUES // max(width, 1)))
 
 
 @dataclass(frozen=True)
@@ -151,6 +163,8 @@ class InputMonitor:
         self._matrix_width = 0  # > 0 once numpy matrices of this width map onto the schema directly
         self._buffer: np.ndarray | None = None
         self._filled = 0
+        self._capacity = 0  # rows of the next buffer: its limit once one has filled
+        self._spare: np.ndarray | None = None  # a full buffer the worker is done with, reused (no fresh pages)
         self._features: dict[str, _Feature] = {}
         self._ranks: tuple[Reference, list[str], RankTable] | None = None
         self._numeric_window: tuple[list[str], SlidingWindow[ColumnSketches]] | None = None
@@ -176,7 +190,7 @@ class InputMonitor:
                 x = x[:, : self.max_features]
             rows = x.shape[0]
             self.rows_observed += rows
-            if rows < config.settings.sketch_buffer_rows:
+            if rows < buffer_limit(x.shape[1]):
                 self._buffer_rows(x)
             else:
                 self._submit_matrix(np.array(x, dtype=np.float64))
@@ -199,35 +213,53 @@ class InputMonitor:
         if len(table.names) > self.max_features:
             runtime.get().count_drop(semconv.DROP_FEATURE_LIMIT, len(table.names) - self.max_features)
         self.rows_observed += table.rows
-        if table.matrix is not None and table.rows < config.settings.sketch_buffer_rows:
+        if table.matrix is not None and table.rows < buffer_limit(min(len(table.names), self.max_features)):
             self._buffer_rows(table.matrix[:, : self.max_features])
         else:
             self._submit(_copy(table, self.max_features))
 
     def _buffer_rows(self, rows: np.ndarray) -> None:
-        size = config.settings.sketch_buffer_rows
-        full: np.ndarray | None = None
+        """Copy ``rows`` into the buffer, which grows by doubling up to :func:`buffer_limit` rows; a full buffer
+        goes to the worker as one batch (many calls' rows, one sort: see :data:`BUFFER_VALUES`)."""
+        width = rows.shape[1]
+        limit = buffer_limit(width)
+        full: list[np.ndarray] = []
         with self._lock:
-            if self._buffer is None or self._buffer.shape[1] != rows.shape[1]:
-                self._buffer, self._filled = np.empty((size, rows.shape[1])), 0
-            n = min(rows.shape[0], size - self._filled)
-            self._buffer[self._filled : self._filled + n] = rows[:n]
-            self._filled += n
-            if self._filled == size:
-                full, self._buffer, self._filled = self._buffer, None, 0
-            rest = rows[n:]
-        if full is not None:
-            self._submit_matrix(full)
-        if rest.shape[0]:
-            self._buffer_rows(rest)
+            buf, filled = self._buffer, self._filled
+            if buf is not None and (buf.shape[1] != width or buf.shape[0] > limit):  # new width, or settings reloaded
+                if filled:
+                    full.append(buf[:filled])
+                buf, filled = None, 0
+            while rows.shape[0]:
+                need = filled + rows.shape[0]
+                if buf is None or (need > buf.shape[0] and buf.shape[0] < limit):
+                    doubled = 2 * buf.shape[0] if buf is not None else 0
+                    size = min(limit, max(need, MIN_BUFFER_ROWS, self._capacity, doubled))
+                    spare, self._spare = self._spare, None
+                    grown = spare if spare is not None and spare.shape == (size, width) else np.empty((size, width))
+                    if buf is not None and filled:
+                        grown[:filled] = buf[:filled]
+                    buf = grown
+                n = min(rows.shape[0], buf.shape[0] - filled)
+                buf[filled : filled + n] = rows[:n]
+                filled += n
+                rows = rows[n:]
+                if filled == limit:  # a busy model: its next buffer starts at full size
+                    full.append(buf)
+                    buf, filled, self._capacity = None, 0, limit
+            self._buffer, self._filled = buf, filled
+        for part in full:
+            self._submit_matrix(part, spare=True)
 
-    def _submit_matrix(self, matrix: np.ndarray) -> None:
+    def _submit_matrix(self, matrix: np.ndarray, spare: bool = False) -> None:
+        """Queue a float matrix; with ``spare`` (the buffer, or a view of its first rows) the worker hands the
+        buffer back for reuse once done with it."""
         assert self._schema is not None
         names, kinds = self._schema
-        self._submit(Table(names, kinds, matrix.shape[0], matrix=matrix))
+        self._submit(Table(names, kinds, matrix.shape[0], matrix=matrix), spare)
 
-    def _submit(self, table: Table) -> None:
-        runtime.get().worker.submit(lambda: self._process(table))
+    def _submit(self, table: Table, spare: bool = False) -> None:
+        runtime.get().worker.submit(lambda: self._process(table, spare))
 
     def flush(self, drift: bool = True) -> None:
         """Hand buffered rows to the worker and, with ``drift``, ask for a drift update (``otel_ml.force_flush``).
@@ -236,10 +268,11 @@ class InputMonitor:
         (``OTEL_ML_DRIFT_INTERVAL``) updates drift scores as they are sketched.
         """
         with self._lock:
-            part = self._buffer[: self._filled].copy() if self._buffer is not None and self._filled else None
-            self._filled = 0
+            part = self._buffer[: self._filled] if self._buffer is not None and self._filled else None
+            if part is not None:  # handed over as it is (the worker hands the buffer back when done)
+                self._buffer, self._filled = None, 0
         if part is not None:
-            self._submit_matrix(part)
+            self._submit_matrix(part, spare=True)
         if drift:
             runtime.get().worker.submit(lambda: self._update_drift(force=True))
 
@@ -252,8 +285,9 @@ class InputMonitor:
         return events
 
     # -- worker side -----------------------------------------------------------------------------------
-    def _process(self, table: Table) -> None:
-        if self._warmup is not None:
+    def _process(self, table: Table, spare: bool = False) -> None:
+        if self._warmup is not None:  # the reference builder may keep the rows: no reuse
+            spare = False
             need = self.warmup_rows - self._warmup.rows
             self._warmup.add_table(table.slice(0, need))
             if self._warmup.rows < self.warmup_rows or not self._warmup.features:
@@ -280,7 +314,9 @@ class InputMonitor:
             work.append((self._feature(name, ref_kind or kinds.get(name, table.kinds[i])), i))
         numeric = [item for item in work if item[0].kind != CATEGORICAL]
         if numeric:
-            self._numeric(table, numeric, ref, rank)
+            kept = self._numeric(table, numeric, ref, rank)
+            if spare and not kept and table.matrix is not None:  # the buffer, not the view of its filled rows
+                self._spare = table.matrix if table.matrix.base is None else table.matrix.base
         categorical = [item for item in work if item[0].kind == CATEGORICAL]
         if categorical:
             columns = table.by_column()
@@ -297,9 +333,10 @@ class InputMonitor:
         self._rows_since_drift += table.rows
         self._update_drift(force=False)
 
-    def _numeric(self, table: Table, work: list[tuple[_Feature, int]], ref: Reference, rank: Any) -> None:
+    def _numeric(self, table: Table, work: list[tuple[_Feature, int]], ref: Reference, rank: Any) -> bool:
         """Every numeric feature at once: one sort of the batch gives their quality counts and rank
-        histograms; the rows themselves go, unsorted, into the features' shared window."""
+        histograms; the rows themselves go, unsorted, into the features' shared window. True when the window
+        keeps the batch's own matrix (a batch that fits one window block whole)."""
         part, counted = self._numeric_part(table, work)
         rows = part.shape[0]
         sort = _sorter(part.size)
@@ -317,9 +354,13 @@ class InputMonitor:
             _record_ranks(rank, counts[ranked], [work[k][0].series for k in ranked])
         window = self._numeric_window_of(names)
         now = time.monotonic()
+        kept = False
         for start, stop in window.plan(rows, now):  # the worker owns part; a slice is copied, not to pin it all
-            block = part if (start, stop) == (0, rows) else part[start:stop].copy()
+            entire = (start, stop) == (0, rows)
+            kept = kept or (entire and part is table.matrix)
+            block = part if entire else part[start:stop].copy()
             window.fill(stop - start, functools.partial(_add_block, rows=block), now)
+        return kept
 
     def _numeric_part(self, table: Table, work: list[tuple[_Feature, int]]) -> tuple[np.ndarray, np.ndarray | None]:
         """The numeric features' columns as one float matrix (NaN where a value is missing or not a number),

@@ -159,6 +159,8 @@ def _reset_monitor(monitor: Any) -> None:
     monitor._lock = threading.Lock()
     monitor._buffer = None
     monitor._filled = 0
+    monitor._capacity = 0
+    monitor._spare = None
     monitor.events = []
 
 

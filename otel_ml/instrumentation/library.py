@@ -88,7 +88,7 @@ class Library:
             original = owner.__dict__.get(name)
             if (owner, name) in self._patches or original is None or not sk._patchable(original):
                 return
-            wrapped = wrapt.FunctionWrapper(original, wrapper, enabled=registry.wrapping.get)  # skipped when nested
+            wrapped = registry.ClassWrapper(original, wrapper)  # skipped when nested
             setattr(owner, name, wrapped)
             self._patches[(owner, name)] = (original, wrapped)
 

@@ -332,7 +332,7 @@ def _patch(owner: type, name: str, wrapper: Wrapper, nested: bool = False) -> No
     original = owner.__dict__.get(name)
     if original is None or not _patchable(original):
         return
-    wrapped = wrapt.FunctionWrapper(original, wrapper, enabled=None if nested else registry.wrapping.get)
+    wrapped = wrapt.FunctionWrapper(original, wrapper) if nested else registry.ClassWrapper(original, wrapper)
     try:
         setattr(owner, name, wrapped)
     except (TypeError, AttributeError):  # extension types cannot be patched

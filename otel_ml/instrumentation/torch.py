@@ -237,7 +237,7 @@ def _on_torch(module: Any) -> None:
             original = base.__dict__["__call__"]
             _tensor = module.Tensor
             _is_compiling = getattr(getattr(module, "compiler", None), "is_compiling", None) or (lambda: False)
-            wrapper = wrapt.FunctionWrapper(original, _call_wrapper, enabled=registry.wrapping.get)
+            wrapper = registry.ClassWrapper(original, _call_wrapper)
             base.__call__ = wrapper
             _patch = (base, original, wrapper)
     except Exception as exc:  # runs inside the application's `import torch`: never raise there

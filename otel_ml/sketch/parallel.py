@@ -16,7 +16,10 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-MIN_PARALLEL_VALUES = 65_536  # below this many values in the whole batch, run inline
+MIN_PARALLEL_VALUES = 524_288
+"""Below this many values in the whole batch, run inline. It is twice what an input monitor's caller-side buffer
+holds (2 MiB of float64), so buffered rows never wake the pool: where the application keeps the cores busy, a
+second sorting thread takes time from it. Only large batches (e.g. batch scoring) sort in parallel."""
 
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
@@ -41,7 +44,13 @@ def for_each(fn: Callable[[T], None], items: Sequence[T], values: int, threads: 
                 _pool.shutdown(wait=False)
             _pool, _pool_size = ThreadPoolExecutor(threads, thread_name_prefix="otel_ml-sketch"), threads
         pool = _pool
-    for future in [pool.submit(fn, item) for item in items]:
+    futures = []
+    for item in items:
+        try:
+            futures.append(pool.submit(fn, item))
+        except RuntimeError:  # the interpreter is exiting (pools take no new work then): this thread does it
+            fn(item)
+    for future in futures:
         future.result()  # re-raises the first failure in the caller
 
 

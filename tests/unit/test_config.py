@@ -25,10 +25,10 @@ NUMBERS: dict[str, tuple[str, float, float, str, float]] = {
     config.OTEL_ML_SHUTDOWN_TIMEOUT: ("shutdown_timeout", 5.0, 0.0, "2.5", 2.5),
     config.OTEL_ML_LOG_INTERVAL: ("log_interval", 60.0, 0.0, "0.25", 0.25),
     config.OTEL_ML_DRIFT_WINDOW: ("drift_window", 5000, 0, "100", 100),
-    config.OTEL_ML_DRIFT_INTERVAL: ("drift_interval", 1.0, 0.0, "30", 30.0),
+    config.OTEL_ML_DRIFT_INTERVAL: ("drift_interval", 10.0, 0.0, "30", 30.0),
     config.OTEL_ML_WARMUP_ROWS: ("warmup_rows", 1000, 1, "50", 50),
     config.OTEL_ML_MAX_FEATURES: ("max_features", 100, 1, "20", 20),
-    config.OTEL_ML_SKETCH_BUFFER_ROWS: ("sketch_buffer_rows", 1024, 1, "1", 1),
+    config.OTEL_ML_SKETCH_BUFFER_ROWS: ("sketch_buffer_rows", 16384, 1, "1", 1),
 }
 FLOATS = [config.OTEL_ML_SHUTDOWN_TIMEOUT, config.OTEL_ML_LOG_INTERVAL, config.OTEL_ML_DRIFT_INTERVAL]
 INTEGERS = sorted(set(NUMBERS) - set(FLOATS))
@@ -57,11 +57,11 @@ def test_documented_defaults(warnings_only: pytest.LogCaptureFixture) -> None:
     assert settings.log_interval == 60.0
     assert settings.sketch_inputs is True
     assert settings.drift_window == 5000
-    assert settings.drift_interval == 1.0
+    assert settings.drift_interval == 10.0
     assert settings.warmup_rows == 1000
     assert settings.max_features == 100
     assert settings.capture_categories is False
-    assert settings.sketch_buffer_rows == 1024
+    assert settings.sketch_buffer_rows == 16384
     assert _warnings(warnings_only) == []
 
 
@@ -265,8 +265,8 @@ def test_settings_are_immutable() -> None:
     [
         (config.OTEL_ML_SHUTDOWN_TIMEOUT, "1e300", "shutdown_timeout", 5.0),
         (config.OTEL_ML_SHUTDOWN_TIMEOUT, "inf", "shutdown_timeout", 5.0),
-        (config.OTEL_ML_SKETCH_BUFFER_ROWS, "1e12", "sketch_buffer_rows", 1024),
-        (config.OTEL_ML_SKETCH_BUFFER_ROWS, "65537", "sketch_buffer_rows", 1024),
+        (config.OTEL_ML_SKETCH_BUFFER_ROWS, "1e12", "sketch_buffer_rows", 16384),
+        (config.OTEL_ML_SKETCH_BUFFER_ROWS, "65537", "sketch_buffer_rows", 16384),
     ],
 )
 def test_values_above_the_maximum_fall_back(

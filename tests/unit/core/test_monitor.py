@@ -12,8 +12,9 @@ import torch
 from sklearn.datasets import load_breast_cancer
 
 import otel_ml
-from otel_ml import semconv
-from otel_ml._core import runtime
+from otel_ml import config, semconv
+from otel_ml._core import guard, runtime
+from otel_ml._core.monitor import BUFFER_VALUES, InputMonitor, MonitorOptions, buffer_limit
 from otel_ml.testing import InMemoryTelemetry
 
 DATA = load_breast_cancer(as_frame=True)
@@ -337,3 +338,112 @@ def test_torch_tensors_take_the_numpy_fast_path(tel: InMemoryTelemetry) -> None:
     assert {p.count for p in ranks.values()} == {900}
     (monitor,) = [m for m in list(runtime.get()._monitors) if m.model == "cancer"]
     assert monitor._matrix_width == len(NAMES) and monitor.rows_observed == 900
+
+
+# -- the caller-side buffer -----------------------------------------------------------------------------------
+def _monitor(**options: Any) -> InputMonitor:
+    """An input monitor of the 30 breast-cancer features, recording its worker batches (rows, reusable)."""
+    attrs = {semconv.ML_MODEL_NAME: "buffered"}
+    monitor = InputMonitor("buffered", "1", attrs, MonitorOptions(reference=REF, **options))
+    monitor.batches = []  # type: ignore[attr-defined]
+    process = monitor._process
+
+    def recording(table: Any, spare: bool = False) -> None:
+        monitor.batches.append((table.rows, spare))  # type: ignore[attr-defined]
+        process(table, spare)
+
+    monitor._process = recording  # type: ignore[method-assign]
+    return monitor
+
+
+def _drained() -> None:
+    assert runtime.get().worker.drain(10)
+
+
+def test_the_buffer_limit_is_the_row_setting_within_two_mebibytes(env: pytest.MonkeyPatch) -> None:
+    assert BUFFER_VALUES * 8 == 2 * 1024 * 1024
+    assert buffer_limit(1) == 16384  # OTEL_ML_SKETCH_BUFFER_ROWS binds for narrow inputs
+    assert buffer_limit(30) == 8738 and buffer_limit(100) == 2621  # the bytes bind for wide ones
+    env.setenv(config.OTEL_ML_SKETCH_BUFFER_ROWS, "10")
+    config.reload()
+    assert buffer_limit(30) == 10
+
+
+def test_calls_below_the_limit_reach_the_worker_together(tel: InMemoryTelemetry) -> None:
+    """1,000-row calls fill one buffer; the worker sorts 8,738 rows at a time, not 1,000."""
+    monitor = _monitor()
+    for _ in range(20):
+        monitor.observe(LIVE[:1000])
+    _drained()
+    assert monitor.batches == [(8738, True), (8738, True)]  # type: ignore[attr-defined]
+    assert monitor.rows_processed == 2 * 8738 and monitor._filled == 20_000 - 2 * 8738
+    monitor.observe(TRAIN[:8738])  # a call as large as the buffer goes on its own, as it came
+    monitor.flush(drift=False)
+    _drained()
+    assert monitor.batches[2:] == [(8738, False), (20_000 - 2 * 8738, True)]  # type: ignore[attr-defined]
+    assert monitor.rows_processed == monitor.rows_observed == 28_738
+    ranks = _by_feature(tel.points(semconv.FEATURE_RANK))
+    assert {p.count for p in ranks.values()} == {28_738}
+
+
+def test_the_buffer_grows_by_doubling_and_keeps_every_row(tel: InMemoryTelemetry) -> None:
+    monitor = _monitor()
+    sizes = []
+    for _ in range(12):
+        monitor.observe(LIVE[:100])
+        assert monitor._buffer is not None
+        sizes.append(monitor._buffer.shape[0])
+    assert sizes == [256, 256, 512, 512, 512, 1024, 1024, 1024, 1024, 1024, 2048, 2048]
+    assert np.array_equal(monitor._buffer[:1200], np.tile(LIVE[:100], (12, 1)))  # copied over at each growth
+    while monitor.batches == []:  # type: ignore[attr-defined]
+        monitor.observe(LIVE[:1000])
+    assert monitor._capacity == 8738  # a busy model: its next buffers start at the limit
+    monitor.observe(LIVE[:10])
+    assert monitor._buffer is not None and monitor._buffer.shape[0] == 8738
+
+
+def test_a_processed_buffer_is_reused_for_the_next_rows(tel: InMemoryTelemetry) -> None:
+    """No fresh 2 MiB (and its page faults) per buffer: the worker hands each one back when done with it."""
+    monitor = _monitor()
+    for _ in range(9):  # the first buffer fills (8,738 rows) and is queued; 262 rows start a full-size one
+        monitor.observe(LIVE[:1000])
+    _drained()
+    first, current = monitor._spare, monitor._buffer
+    assert first is not None and first.shape == (8738, 30)
+    assert current is not None and current is not first and current.shape == (8738, 30)
+    for _ in range(9):  # 262 + 9,000 rows: the current buffer fills, the last 524 rows go into the first one
+        monitor.observe(LIVE[:1000])
+    assert monitor._buffer is first and monitor._spare is None
+    assert np.array_equal(first[:524], LIVE[476:1000])
+    monitor.flush(drift=False)  # a flush hands over a view of the filled rows: the whole buffer comes back
+    _drained()
+    assert monitor._spare is first and monitor.rows_processed == 18_000
+    assert monitor.batches == [(8738, True), (8738, True), (524, True)]  # type: ignore[attr-defined]
+
+
+def test_a_buffer_the_window_keeps_is_never_reused(tel: InMemoryTelemetry) -> None:
+    """A window block large enough to hold a whole batch keeps the batch's own array: it must not be refilled."""
+    monitor = _monitor(drift_window=1_000_000)
+    for _ in range(9):
+        monitor.observe(LIVE[:1000])
+    _drained()
+    assert monitor.batches == [(8738, True)]  # type: ignore[attr-defined]
+    assert monitor._spare is None
+    kept = monitor._buffer
+    monitor.observe(LIVE[:10])
+    assert monitor._buffer is kept  # the current buffer, never the kept one
+    assert monitor._numeric_window is not None and monitor._numeric_window[1].rows() == 8738
+
+
+def test_a_smaller_buffer_setting_hands_the_buffered_rows_over(tel: InMemoryTelemetry, env: pytest.MonkeyPatch) -> None:
+    """Settings re-read while rows are buffered (tests, start-up code): the rows go on, none lost, no error."""
+    errors = guard.error_counts()
+    monitor = _monitor()
+    monitor.observe(LIVE[:500])
+    env.setenv(config.OTEL_ML_SKETCH_BUFFER_ROWS, "100")
+    config.reload()
+    monitor.observe(LIVE[500:550])
+    monitor.flush(drift=False)
+    _drained()
+    assert monitor.batches == [(500, True), (50, True)]  # type: ignore[attr-defined]
+    assert monitor.rows_processed == 550 and guard.error_counts() == errors
