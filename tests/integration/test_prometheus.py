@@ -391,8 +391,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     env.update(OTEL_TRACES_EXPORTER="none", OTEL_METRICS_EXPORTER="none", OTEL_ML_STRICT="1", PYTHONUNBUFFERED="1")
     # A 5 s run makes young series: Prometheus' increase() ignores what a series held at its first scrape and
-    # extrapolates each bucket series on its own, so one early chunk of half the rows (the default 1,024-row
-    # sketch buffer) skews the 5-minute bucket shares. Rows sketched per call keep the rank series growing
+    # extrapolates each bucket series on its own, so one early chunk of many rows (the default sketch buffer holds
+    # up to 2 MiB) skews the 5-minute bucket shares. Rows sketched per call keep the rank series growing
     # smoothly, as they do in a long-running service.
     env["OTEL_ML_SKETCH_BUFFER_ROWS"] = str(ROWS_PER_TICK)
     cmd = [_timeout_bin(), "-k", "5", str(APP_LIFETIME_S), sys.executable, __file__, "serve", str(status_path)]

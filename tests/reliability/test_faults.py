@@ -105,7 +105,7 @@ def _rss(result: dict[str, Any], warmup: float = WARMUP_S) -> tuple[float, float
     sawtooth of cyclic garbage (exceptions with tracebacks, spans) that the collector reclaims later; it is
     bounded (measured over 70 s) but would make "Δ ≤ 2 MB" a statement about the GC's schedule. "Flat" is
     judged as a trend (median of the last quarter minus median of the quarter before it), not as max - min:
-    a sketch buffer handed to the worker (1,024 rows x up to 100 features, 0.8 MB) is a sawtooth, not growth.
+    a sketch buffer handed to the worker (up to 2 MiB, then reused) is a sawtooth, not growth.
     """
     samples = [s for s in result["samples"] if s["t"] >= warmup]
     growth = (max(s["rss"] for s in samples) - samples[0]["rss"]) / MB
