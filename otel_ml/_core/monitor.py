@@ -313,10 +313,7 @@ class InputMonitor:
             ref_kind = ref.features[name].kind if name in ref.features else None
             work.append((self._feature(name, ref_kind or kinds.get(name, table.kinds[i])), i))
         numeric = [item for item in work if item[0].kind != CATEGORICAL]
-        if numeric:
-            kept = self._numeric(table, numeric, ref, rank)
-            if spare and not kept and table.matrix is not None:  # the buffer, not the view of its filled rows
-                self._spare = table.matrix if table.matrix.base is None else table.matrix.base
+        kept = self._numeric(table, numeric, ref, rank) if numeric else False
         categorical = [item for item in work if item[0].kind == CATEGORICAL]
         if categorical:
             columns = table.by_column()
@@ -331,6 +328,8 @@ class InputMonitor:
             parallel.for_each(one, categorical, table.rows * len(categorical), config.settings.sketch_threads)
         self.rows_processed += table.rows
         self._rows_since_drift += table.rows
+        if spare and not kept and not categorical and table.matrix is not None:  # done with the buffer: reuse it
+            self._spare = table.matrix if table.matrix.base is None else table.matrix.base  # not a view of its rows
         self._update_drift(force=False)
 
     def _numeric(self, table: Table, work: list[tuple[_Feature, int]], ref: Reference, rank: Any) -> bool:

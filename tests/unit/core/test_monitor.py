@@ -447,3 +447,17 @@ def test_a_smaller_buffer_setting_hands_the_buffered_rows_over(tel: InMemoryTele
     _drained()
     assert monitor.batches == [(500, True), (50, True)]  # type: ignore[attr-defined]
     assert monitor.rows_processed == 550 and guard.error_counts() == errors
+
+
+def test_a_buffer_read_by_categorical_sketches_is_never_reused(tel: InMemoryTelemetry) -> None:
+    """A float column the reference holds as categorical is counted value by value from the buffer's columns."""
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"a": rng.normal(size=2000), "b": rng.integers(0, 3, 2000).astype(float).astype(str)})
+    ref = otel_ml.Reference.from_data(frame)
+    assert ref.features["b"].kind == "categorical"
+    monitor = InputMonitor("mixed", "1", {}, MonitorOptions(reference=ref, feature_names=["a", "b"]))
+    rows = np.column_stack((rng.normal(size=1000), rng.integers(0, 3, 1000).astype(float)))
+    for _ in range(17):  # 16,384 rows fill the buffer of two features
+        monitor.observe(rows)
+    _drained()
+    assert monitor.rows_processed == 16_384 and monitor._spare is None
