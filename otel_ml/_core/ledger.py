@@ -178,9 +178,17 @@ class ProcessLocalSpanExporter(SpanExporter):
             return SpanExportResult.FAILURE
         ok = False
         try:
+            if self._shut:  # interrupted at the shutdown deadline: the exporter is closed
+                return SpanExportResult.FAILURE
             result = self._current().export(spans)
             ok = result is SpanExportResult.SUCCESS
             return result
+        except Exception:
+            if not self._shut:
+                raise
+            # the channel was closed under this export by the interrupt (gRPC raises ValueError): counted as
+            # failed, without the SDK's traceback in the application's log
+            return SpanExportResult.FAILURE
         finally:
             self._ledger.end_export(n, ok)
 
