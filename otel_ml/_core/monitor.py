@@ -190,8 +190,9 @@ class InputMonitor:
                 x = x[:, : self.max_features]
             rows = x.shape[0]
             self.rows_observed += rows
-            if rows < buffer_limit(x.shape[1]):
-                self._buffer_rows(x)
+            limit = buffer_limit(x.shape[1])
+            if rows < limit:
+                self._buffer_rows(x, limit)
             else:
                 self._submit_matrix(np.array(x, dtype=np.float64))
             return
@@ -213,19 +214,24 @@ class InputMonitor:
         if len(table.names) > self.max_features:
             runtime.get().count_drop(semconv.DROP_FEATURE_LIMIT, len(table.names) - self.max_features)
         self.rows_observed += table.rows
-        if table.matrix is not None and table.rows < buffer_limit(min(len(table.names), self.max_features)):
-            self._buffer_rows(table.matrix[:, : self.max_features])
+        limit = buffer_limit(min(len(table.names), self.max_features))
+        if table.matrix is not None and table.rows < limit:
+            self._buffer_rows(table.matrix[:, : self.max_features], limit)
         else:
             self._submit(_copy(table, self.max_features))
 
-    def _buffer_rows(self, rows: np.ndarray) -> None:
-        """Copy ``rows`` into the buffer, which grows by doubling up to :func:`buffer_limit` rows; a full buffer
-        goes to the worker as one batch (many calls' rows, one sort: see :data:`BUFFER_VALUES`)."""
+    def _buffer_rows(self, rows: np.ndarray, limit: int) -> None:
+        """Copy ``rows`` into the buffer, which grows by doubling up to ``limit`` rows (:func:`buffer_limit`); a
+        full buffer goes to the worker as one batch (many calls' rows, one sort: see :data:`BUFFER_VALUES`)."""
         width = rows.shape[1]
-        limit = buffer_limit(width)
         full: list[np.ndarray] = []
         with self._lock:
             buf, filled = self._buffer, self._filled
+            end = filled + rows.shape[0]
+            if buf is not None and end < buf.shape[0] <= limit and buf.shape[1] == width:  # room left: most calls
+                buf[filled:end] = rows
+                self._filled = end
+                return
             if buf is not None and (buf.shape[1] != width or buf.shape[0] > limit):  # new width, or settings reloaded
                 if filled:
                     full.append(buf[:filled])
