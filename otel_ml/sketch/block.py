@@ -3,9 +3,9 @@
 A window block of a few hundred rows keeps the rows themselves (each batch that reached it, as it came):
 adding a batch is one list append whatever the number of columns, with no sort, and a quantile sketch of so
 few rows would hold every one of them anyway (a KLL sketch keeps its first ``k`` items as they are). The
-rows are sorted when a column's summary is asked for (a drift update, about once a second). Past
-``raw_limit`` rows (large or time-bounded blocks) the block turns into one :class:`FeatureSketch` per
-column, so memory stays bounded as the sketches' is.
+rows are sorted when a column's summary is asked for (a drift update, at most once per
+``OTEL_ML_DRIFT_INTERVAL``). Past ``raw_limit`` rows (large or time-bounded blocks) the block turns into one
+:class:`FeatureSketch` per column, so memory stays bounded as the sketches' is.
 """
 
 from __future__ import annotations
