@@ -265,7 +265,8 @@ class InputMonitor:
         self._submit(Table(names, kinds, matrix.shape[0], matrix=matrix), spare)
 
     def _submit(self, table: Table, spare: bool = False) -> None:
-        runtime.get().worker.submit(lambda: self._process(table, spare))
+        held = table.matrix.nbytes if table.matrix is not None else sum(c.nbytes for c in table.columns or ())
+        runtime.get().worker.submit(lambda: self._process(table, spare), held)
 
     def flush(self, drift: bool = True) -> None:
         """Hand buffered rows to the worker and, with ``drift``, ask for a drift update (``otel_ml.force_flush``).

@@ -1,8 +1,9 @@
 """A bounded background worker for telemetry work that must not run on the caller's thread.
 
 ``submit`` never blocks: when the queue is full the task is dropped and counted
-(``otel_ml.telemetry.dropped{reason=queue_full}``). The thread starts lazily, is a daemon, and is recreated
-empty in a forked child (the parent's pending work belongs to the parent).
+(``otel_ml.telemetry.dropped{reason=queue_full}``). Full means ``capacity`` tasks, or :data:`MAX_QUEUED_BYTES`
+of the data the queued tasks hold (input rows to sketch), whichever comes first. The thread starts lazily, is a
+daemon, and is recreated empty in a forked child (the parent's pending work belongs to the parent).
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from otel_ml._core import guard
 Task = Callable[[], None]
 DropCounter = Callable[[str, int], None]
 
+MAX_QUEUED_BYTES = 64 << 20
+"""Bytes of data the queued tasks may hold (64 MiB: 32 full 2 MiB input buffers). A task is always accepted into
+an empty queue, so one batch larger than this is still sketched."""
+
 
 class Worker:
     """One daemon thread draining a bounded queue of zero-argument tasks."""
@@ -27,7 +32,8 @@ class Worker:
     def __init__(self, capacity: int, on_drop: DropCounter) -> None:
         self.capacity = capacity
         self._on_drop = on_drop
-        self._queue: collections.deque[Task] = collections.deque()
+        self._queue: collections.deque[tuple[Task, int]] = collections.deque()
+        self._bytes = 0  # held by the queued tasks (not the running one)
         self._cond = threading.Condition(threading.Lock())
         self._thread: threading.Thread | None = None
         self._busy = 0
@@ -42,17 +48,20 @@ class Worker:
         if self._pid != os.getpid():
             self._after_fork()
 
-    def submit(self, task: Task) -> bool:
-        """Queue ``task``; returns False (and counts the drop) when full or shut down."""
+    def submit(self, task: Task, nbytes: int = 0) -> bool:
+        """Queue ``task``, which holds ``nbytes`` of data; returns False (and counts the drop) when full or shut
+        down."""
         self._forked()
         with self._cond:
             self.offered += 1
-            if self._closed or len(self._queue) >= self.capacity:
+            queue = self._queue
+            if self._closed or len(queue) >= self.capacity or (queue and self._bytes + nbytes > MAX_QUEUED_BYTES):
                 reason = semconv.DROP_SHUTDOWN if self._closed else semconv.DROP_QUEUE_FULL
                 self.dropped += 1
                 full = True
             else:
-                self._queue.append(task)
+                queue.append((task, nbytes))
+                self._bytes += nbytes
                 self._cond.notify()
                 full = False
                 if self._thread is None:
@@ -74,7 +83,8 @@ class Worker:
                 if not self._queue:
                     self._thread = None  # closed and empty: a later reopen() + submit() starts a new thread
                     return
-                task = self._queue.popleft()
+                task, nbytes = self._queue.popleft()
+                self._bytes -= nbytes
                 self._busy += 1
             try:
                 task()
@@ -107,6 +117,7 @@ class Worker:
             self._closed = True
             left = len(self._queue)
             self._queue.clear()
+            self._bytes = 0
             self._cond.notify_all()
         if left:
             self.dropped += left
@@ -138,6 +149,7 @@ class Worker:
         """Start clean in a forked child: no inherited tasks, no (dead) inherited thread."""
         self._pid = os.getpid()
         self._queue = collections.deque()
+        self._bytes = 0
         self._cond = threading.Condition(threading.Lock())
         self._thread = None
         self._busy = 0

@@ -461,3 +461,21 @@ def test_a_buffer_read_by_categorical_sketches_is_never_reused(tel: InMemoryTele
         monitor.observe(rows)
     _drained()
     assert monitor.rows_processed == 16_384 and monitor._spare is None
+
+
+def test_a_sketch_task_declares_the_rows_it_holds(tel: InMemoryTelemetry, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker bounds the bytes its queue holds: each batch says how many it pins."""
+    worker = runtime.get().worker
+    sizes: list[int] = []
+    submit = worker.submit
+
+    def recording(task: Any, nbytes: int = 0) -> bool:
+        sizes.append(nbytes)
+        return submit(task, nbytes)
+
+    monkeypatch.setattr(worker, "submit", recording)
+    monitor = _monitor()
+    for _ in range(9):
+        monitor.observe(LIVE[:1000])
+    _drained()
+    assert sizes == [8738 * 30 * 8]

@@ -12,7 +12,7 @@ import pytest
 
 from otel_ml import config, semconv
 from otel_ml._core import guard, runtime
-from otel_ml._core.worker import Worker
+from otel_ml._core.worker import MAX_QUEUED_BYTES, Worker
 
 WAIT = 5.0  # generous upper bound for anything that should happen "at once"
 
@@ -277,3 +277,27 @@ def test_a_forked_child_starts_with_an_empty_worker(make_worker: Callable[[int],
     assert rt_worker.drain(WAIT) is True
     assert w.drain(WAIT) is True
     assert parent_out == ["parent", "parent"]  # the parent's queue was not touched by the child
+
+
+def test_the_data_queued_tasks_hold_is_bounded(make_worker: Callable[[int], Worker], drops: Drops) -> None:
+    """A stalled worker holds at most MAX_QUEUED_BYTES of input rows: big batches are dropped and counted
+    before the task count is reached. One batch larger than that still goes into an empty queue."""
+    mib = 1 << 20
+    assert 64 * mib == MAX_QUEUED_BYTES
+    w = make_worker(1000)
+    gate, ran = Gate(), []
+    assert w.submit(gate)
+    assert gate.started.wait(WAIT)  # running: it holds no queue space
+    assert w.submit(lambda: ran.append("a"), 40 * mib)
+    assert not w.submit(lambda: ran.append("b"), 30 * mib)  # 70 MiB queued: dropped
+    assert w.submit(lambda: ran.append("c"), 24 * mib)  # 64 MiB exactly
+    assert w.submit(lambda: ran.append("d"))  # holds no data
+    assert drops.calls == [(semconv.DROP_QUEUE_FULL, 1)]
+    gate.release.set()
+    assert w.drain(WAIT)
+    assert ran == ["a", "c", "d"]
+    assert w.ledger() == {"offered": 5, "completed": 4, "dropped": 1, "pending": 0}
+    assert w.submit(lambda: ran.append("e"), 100 * mib) and w.drain(WAIT)  # an empty queue takes any batch
+    assert ran[-1] == "e"
+    assert w.submit(lambda: ran.append("f"), 64 * mib) and w.drain(WAIT)  # the bytes went with the tasks
+    assert ran[-1] == "f"
