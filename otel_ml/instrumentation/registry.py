@@ -45,9 +45,8 @@ class ClassWrapper(wrapt.FunctionWrapper):
     """The ``wrapt.FunctionWrapper`` the instrumentors patch classes with, skipped inside measured calls.
 
     While :data:`wrapping` is ``False``, looking the method up on an instance binds the original itself: no bound
-    wrapper is made and no wrapper code runs. A forest's tree then costs ~0.5 µs more than unpatched (two lookups),
-    against ~1.5 µs with wrapt's ``enabled=`` alone, 50 times per call. ``enabled=wrapping.get`` still covers a
-    bound method taken earlier.
+    wrapper is made and no wrapper code runs, 50 times per call of a 50-tree forest. ``enabled=wrapping.get``
+    still covers a bound method taken earlier.
     """
 
     def __init__(self, wrapped: Any, wrapper: Callable[..., Any]) -> None:
