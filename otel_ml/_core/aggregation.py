@@ -83,20 +83,7 @@ def _admit(
 class _HistogramSeries:
     """Cumulative state of one histogram series, with one exemplar slot per bucket."""
 
-    __slots__ = (
-        "attributes",
-        "counts",
-        "ex_span",
-        "ex_time",
-        "ex_trace_hi",
-        "ex_trace_lo",
-        "ex_value",
-        "high",
-        "low",
-        "n",
-        "start_ns",
-        "total",
-    )
+    __slots__ = ("attributes", "counts", "ex_ids", "ex_time", "ex_value", "high", "low", "n", "start_ns", "total")
 
     def __init__(self, attributes: Attributes, buckets: int) -> None:
         self.attributes = dict(attributes)
@@ -108,9 +95,7 @@ class _HistogramSeries:
         self.high = float("-inf")
         self.ex_value = np.zeros(buckets)
         self.ex_time = np.zeros(buckets, dtype=np.int64)
-        self.ex_trace_hi = np.zeros(buckets, dtype=np.uint64)
-        self.ex_trace_lo = np.zeros(buckets, dtype=np.uint64)
-        self.ex_span = np.zeros(buckets, dtype=np.uint64)
+        self.ex_ids = np.zeros((buckets, 3), dtype=np.uint64)  # per bucket: trace id high, low 64 bits, span id
 
 
 def _add_counts(s: _HistogramSeries, counts: np.ndarray, n: int, total: float, low: float, high: float) -> None:
@@ -181,9 +166,7 @@ class VectorHistogram:
                 s.ex_value[idx] = values  # a value of this call per bucket it hit
                 hit = counts > 0  # the call's trace/span go to those few buckets, not once per value
                 s.ex_time[hit] = now
-                s.ex_trace_hi[hit] = ctx.trace_id >> 64
-                s.ex_trace_lo[hit] = ctx.trace_id & _MASK64
-                s.ex_span[hit] = ctx.span_id
+                s.ex_ids[hit] = (ctx.trace_id >> 64, ctx.trace_id & _MASK64, ctx.span_id)
 
     def record_one(self, value: float, attributes: Attributes, key: AttributesKey, ctx: SpanContext | None) -> None:
         """Add one value (the per-call path, e.g. a duration): ``bisect``, no numpy temporaries."""
@@ -204,9 +187,7 @@ class VectorHistogram:
             if ctx is not None and ctx.trace_flags.sampled:
                 s.ex_value[i] = value
                 s.ex_time[i] = time.time_ns()
-                s.ex_trace_hi[i] = ctx.trace_id >> 64
-                s.ex_trace_lo[i] = ctx.trace_id & _MASK64
-                s.ex_span[i] = ctx.span_id
+                s.ex_ids[i] = (ctx.trace_id >> 64, ctx.trace_id & _MASK64, ctx.span_id)
 
     def record_counts(
         self, counts: np.ndarray, total: float, low: float, high: float, attributes: Attributes, key: AttributesKey
@@ -260,15 +241,16 @@ class VectorHistogram:
         return Metric(name=self.name, description=self.description, unit=self.unit, data=data)
 
     def _point(self, s: _HistogramSeries, now_ns: int) -> HistogramDataPoint:
+        ids = s.ex_ids.tolist()
         exemplars = [
             Exemplar(
                 filtered_attributes=None,
                 value=float(s.ex_value[i]),
                 time_unix_nano=int(s.ex_time[i]),
-                span_id=int(s.ex_span[i]),
-                trace_id=(int(s.ex_trace_hi[i]) << 64) | int(s.ex_trace_lo[i]),
+                span_id=ids[i][2],
+                trace_id=(ids[i][0] << 64) | ids[i][1],
             )
-            for i in np.flatnonzero(s.ex_span)
+            for i in np.flatnonzero(s.ex_ids[:, 2]).tolist()
         ]
         return HistogramDataPoint(
             attributes=s.attributes,

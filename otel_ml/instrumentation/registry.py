@@ -60,6 +60,7 @@ class ClassWrapper(wrapt.FunctionWrapper):
         bind = self._self_bind
         return self.__wrapped__ if bind is None else bind(instance, owner)
 
+
 Tokens = tuple[contextvars.Token[object], contextvars.Token[bool]]
 
 
