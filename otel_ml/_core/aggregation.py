@@ -2,8 +2,9 @@
 
 The Python SDK records one value per ``Histogram.record`` call (~6 µs each) and re-hashes the attribute set
 every time, which is far too slow for a 1,000-row batch of confidences or 20,000 feature ranks. otel-ml keeps
-cumulative state per series itself — bucket counts filled with ``np.searchsorted`` + ``np.bincount`` for
-arrays, ``bisect`` for single values, plain integer adds for counters — keyed by precomputed attribute
+cumulative state per series itself — bucket counts filled with ``np.bincount`` of bucket indices (a lookup
+table, or ``np.searchsorted``: :meth:`VectorHistogram.buckets`) for arrays, ``bisect`` for single values, plain
+integer adds for counters — keyed by precomputed attribute
 sets, and merges it into the SDK's ``MetricsData`` at export time through :class:`MergingMetricExporter`
 (installed by ``otel_ml.configure()``) or any reader that calls :meth:`Aggregator.merge`. The points are the
 SDK's own ``HistogramDataPoint`` / ``NumberDataPoint`` objects, so every exporter encodes them as usual.
@@ -53,6 +54,9 @@ AttributesKey = frozenset[tuple[str, AttributeValue]]
 
 _MASK64 = (1 << 64) - 1
 
+GRID_CELLS = 4096
+"""Cells of the lookup table that buckets values of spread-out bounds (see :func:`bucket_table`)."""
+
 
 class FallbackSink(Protocol):
     """Where values go when no exporter merges otel-ml's aggregation (real SDK instruments)."""
@@ -98,6 +102,28 @@ class _HistogramSeries:
         self.ex_ids = np.zeros((buckets, 3), dtype=np.uint64)  # per bucket: trace id high, low 64 bits, span id
 
 
+def bucket_table(bounds: np.ndarray) -> tuple[float, np.ndarray] | None:
+    """A lookup table from a grid over ``[0, 2 * bounds[-1])`` to bucket indices, for bounds that are positive and
+    spread out (every bucket at least four cells wide, e.g. the unit interval's twenty); ``None`` otherwise.
+
+    Returns ``(scale, table)``: a value ``v`` lies in cell ``floor(v * scale)`` (clipped to the table). On data
+    that changes from call to call, a binary search of the bounds mispredicts about one branch per level and
+    takes about twice as long for 1,000 values (``bench.overhead`` prints both). Cells a bound touches, and two
+    neighbours on each side (``v * scale`` rounds), hold -1: those values are searched."""
+    if bounds.size == 0 or bounds.size > 127 or bounds[0] <= 0:
+        return None
+    scale = GRID_CELLS / (2.0 * float(bounds[-1]))
+    if float(np.diff(bounds, prepend=0.0).min()) * scale < 4:
+        return None
+    cells = np.arange(GRID_CELLS + 1)
+    table = np.searchsorted(bounds, (cells + 0.5) / scale, side="left").astype(np.int8)
+    table[-1] = bounds.size  # the clip target: values from 2 * bounds[-1] up
+    touched = np.floor(bounds * scale).astype(np.intp)
+    for shift in (-2, -1, 0, 1, 2):
+        table[np.clip(touched + shift, 0, GRID_CELLS - 1)] = -1
+    return scale, table
+
+
 def _add_counts(s: _HistogramSeries, counts: np.ndarray, n: int, total: float, low: float, high: float) -> None:
     """Fold ``n`` already-bucketed values (their bucket ``counts``, sum, min and max) into series ``s``."""
     s.counts += counts
@@ -119,6 +145,21 @@ class VectorHistogram:
         self._owner = owner
         self._series: dict[AttributesKey, _HistogramSeries] = {}
         self._lock = threading.Lock()
+        self._table = bucket_table(self.bounds)
+
+    def buckets(self, values: np.ndarray) -> np.ndarray:
+        """Each value's bucket index: upper-inclusive buckets (Prometheus ``le``), bucket i holds
+        ``bounds[i-1] < v <= bounds[i]``, exactly as ``np.searchsorted(bounds, values, side="left")``."""
+        if self._table is None:
+            return np.searchsorted(self.bounds, values, side="left")
+        scale, table = self._table
+        cells = np.clip(values, 0.0, GRID_CELLS / scale)  # clipped first: a huge value must not overflow
+        cells *= scale
+        idx = table[cells.astype(np.intp)]
+        unsure = idx < 0
+        if unsure.any():
+            idx[unsure] = np.searchsorted(self.bounds, values[unsure], side="left")
+        return idx
 
     def _get(self, key: AttributesKey, attributes: Attributes) -> _HistogramSeries:
         series = self._series.get(key)
@@ -146,8 +187,7 @@ class VectorHistogram:
             if self._owner.fallback is not None:
                 self._owner.fallback.histogram_values(self, values, attributes)
             return
-        # Upper-inclusive buckets (Prometheus ``le``): bucket i holds bounds[i-1] < v <= bounds[i].
-        idx = np.searchsorted(self.bounds, values, side="left")
+        idx = self.buckets(values)
         counts = np.bincount(idx, minlength=len(self.bounds_list) + 1)
         total = float(values.sum()) if total is None else total
         low = float(values.min()) if low is None else low

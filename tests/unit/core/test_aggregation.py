@@ -38,6 +38,7 @@ from otel_ml._core.aggregation import (
     DeltaState,
     MergingMetricExporter,
     VectorHistogram,
+    bucket_table,
     prefers_delta,
 )
 from otel_ml.sketch.quantile import rank_buckets
@@ -197,6 +198,66 @@ def test_record_and_record_one_agree_with_a_reference_on_random_values(bucket_se
     assert pv.sum == pytest.approx(math.fsum(values.tolist()), rel=1e-12)
     assert ps.sum == pytest.approx(math.fsum(values.tolist()), rel=1e-12)
     assert list(pv.explicit_bounds) == list(ps.explicit_bounds) == list(bounds)
+
+
+SPREAD_BOUNDS = {
+    "unit": semconv.UNIT_INTERVAL_BUCKETS,
+    "tenths": tuple(round(0.1 * i, 1) for i in range(1, 11)),
+    "sevenths": tuple(i / 7 for i in range(1, 15)),
+    "integers": (1.0, 2.0, 3.0, 4.0, 5.0),
+    "uneven": (0.3, 0.5, 0.9, 2.0, 7.5),
+}
+
+
+@pytest.mark.parametrize(
+    ("bounds", "tabled"),
+    [
+        (semconv.UNIT_INTERVAL_BUCKETS, True),
+        ((0.3, 0.5, 0.9, 2.0, 7.5), True),
+        (semconv.DURATION_BUCKETS, False),  # 0.1 ms buckets are far narrower than a cell of a 20 s grid
+        (semconv.VALUE_BUCKETS, False),  # negative bounds
+        (semconv.ABSOLUTE_ERROR_BUCKETS, False),  # a bound at 0
+        (tuple(i / 200 for i in range(1, 201)), False),  # more buckets than an int8 table indexes
+        ((), False),
+    ],
+)
+def test_a_lookup_table_only_for_positive_spread_out_bounds(bounds: tuple[float, ...], tabled: bool) -> None:
+    assert (bucket_table(np.asarray(bounds, dtype=np.float64)) is not None) is tabled
+    _, hist = _histogram(bounds) if bounds else (None, None)
+    if hist is not None:
+        assert (hist._table is not None) is tabled
+
+
+def _near(points: np.ndarray, ulps: int) -> np.ndarray:
+    """Every double within ``ulps`` steps of each point, the points included."""
+    out = [points]
+    up, down = points.copy(), points.copy()
+    for _ in range(ulps):
+        up, down = np.nextafter(up, np.inf), np.nextafter(down, -np.inf)
+        out += [up, down]
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("name", sorted(SPREAD_BOUNDS))
+def test_table_bucketing_equals_a_binary_search_on_every_hard_value(name: str) -> None:
+    bounds = SPREAD_BOUNDS[name]
+    _, hist = _histogram(bounds)
+    assert hist._table is not None
+    scale, _ = hist._table
+    b = hist.bounds
+    rng = np.random.default_rng(5)
+    cell_edges = np.arange(0, 4097) / scale  # where the grid's cells meet
+    values = np.concatenate(
+        [
+            rng.uniform(-0.5 * b[-1], 3 * b[-1], 50_000),
+            _near(b, 300),  # on and around every bound, where v * scale rounds
+            _near(np.array([2 * b[-1], 0.0]), 50),  # the clip edge, and zero from both sides
+            _near(cell_edges, 2),
+            [-0.0, 5e-324, -5e-324, 1e300, -1e300, float(np.finfo(np.float64).max)],
+        ]
+    )
+    expected = np.searchsorted(b, values, side="left")
+    assert np.array_equal(hist.buckets(values), expected)
 
 
 def test_record_and_record_one_give_identical_sums_when_the_sum_is_exact() -> None:
