@@ -56,6 +56,9 @@ _MASK64 = (1 << 64) - 1
 
 GRID_CELLS = 4096
 """Cells of the lookup table that buckets values of spread-out bounds (see :func:`bucket_table`)."""
+TABLE_MIN_VALUES = 4096
+"""Smaller arrays take the binary search: one numpy call, where the table takes five. Right after a model's own
+work has evicted the caches, each call costs a few µs, which a 1,000-value array does not win back."""
 
 
 class FallbackSink(Protocol):
@@ -102,26 +105,22 @@ class _HistogramSeries:
         self.ex_ids = np.zeros((buckets, 3), dtype=np.uint64)  # per bucket: trace id high, low 64 bits, span id
 
 
-def bucket_table(bounds: np.ndarray) -> tuple[float, np.ndarray] | None:
-    """A lookup table from a grid over ``[0, 2 * bounds[-1])`` to bucket indices, for bounds that are positive and
-    spread out (every bucket at least four cells wide, e.g. the unit interval's twenty); ``None`` otherwise.
+def bucket_table(bounds: np.ndarray) -> tuple[float, np.ndarray, np.ndarray] | None:
+    """A lookup table over a grid of ``[0, 2 * bounds[-1]]`` for bounds that are positive and spread out (every
+    bucket at least four cells wide, e.g. the unit interval's twenty); ``None`` otherwise.
 
-    Returns ``(scale, table)``: a value ``v`` lies in cell ``floor(v * scale)`` (clipped to the table). On data
-    that changes from call to call, a binary search of the bounds mispredicts about one branch per level and
-    takes about twice as long for 1,000 values (``bench.overhead`` prints both). Cells a bound touches, and two
-    neighbours on each side (``v * scale`` rounds), hold -1: those values are searched."""
+    Returns ``(scale, base, upper)``: a value ``v`` in cell ``c = floor(v * scale)`` (clipped to the grid) is in
+    bucket ``base[c]``, or the next one when ``v > upper[base[c]]``: ``base`` counts the bounds below the cell
+    before ``c``, so the one comparison settles every value near a bound, whichever cell rounding put it in. On
+    data that changes from call to call, a binary search of the bounds mispredicts about one branch per level and
+    takes several times as long for large arrays (``bench.overhead`` prints both)."""
     if bounds.size == 0 or bounds.size > 127 or bounds[0] <= 0:
         return None
     scale = GRID_CELLS / (2.0 * float(bounds[-1]))
     if float(np.diff(bounds, prepend=0.0).min()) * scale < 4:
         return None
-    cells = np.arange(GRID_CELLS + 1)
-    table = np.searchsorted(bounds, (cells + 0.5) / scale, side="left").astype(np.int8)
-    table[-1] = bounds.size  # the clip target: values from 2 * bounds[-1] up
-    touched = np.floor(bounds * scale).astype(np.intp)
-    for shift in (-2, -1, 0, 1, 2):
-        table[np.clip(touched + shift, 0, GRID_CELLS - 1)] = -1
-    return scale, table
+    base = np.searchsorted(bounds, (np.arange(GRID_CELLS + 1) - 1) / scale, side="left").astype(np.int8)
+    return scale, base, np.append(bounds, np.inf)
 
 
 def _add_counts(s: _HistogramSeries, counts: np.ndarray, n: int, total: float, low: float, high: float) -> None:
@@ -150,15 +149,14 @@ class VectorHistogram:
     def buckets(self, values: np.ndarray) -> np.ndarray:
         """Each value's bucket index: upper-inclusive buckets (Prometheus ``le``), bucket i holds
         ``bounds[i-1] < v <= bounds[i]``, exactly as ``np.searchsorted(bounds, values, side="left")``."""
-        if self._table is None:
+        if self._table is None or values.size < TABLE_MIN_VALUES:
             return np.searchsorted(self.bounds, values, side="left")
-        scale, table = self._table
-        cells = np.clip(values, 0.0, GRID_CELLS / scale)  # clipped first: a huge value must not overflow
+        scale, base, upper = self._table
+        cells = np.minimum(values, GRID_CELLS / scale)  # clipped first: a huge value must not overflow
+        np.maximum(cells, 0.0, out=cells)
         cells *= scale
-        idx = table[cells.astype(np.intp)]
-        unsure = idx < 0
-        if unsure.any():
-            idx[unsure] = np.searchsorted(self.bounds, values[unsure], side="left")
+        idx = base[cells.astype(np.intp)]
+        idx += values > upper[idx]
         return idx
 
     def _get(self, key: AttributesKey, attributes: Attributes) -> _HistogramSeries:
