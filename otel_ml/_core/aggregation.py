@@ -53,6 +53,7 @@ Attributes = Mapping[str, AttributeValue]
 AttributesKey = frozenset[tuple[str, AttributeValue]]
 
 _MASK64 = (1 << 64) - 1
+_sum, _min, _max = np.add.reduce, np.minimum.reduce, np.maximum.reduce
 
 GRID_CELLS = 4096
 """Cells of the lookup table that buckets values of spread-out bounds (see :func:`bucket_table`)."""
@@ -90,7 +91,7 @@ def _admit(
 class _HistogramSeries:
     """Cumulative state of one histogram series, with one exemplar slot per bucket."""
 
-    __slots__ = ("attributes", "counts", "ex_ids", "ex_time", "ex_value", "high", "low", "n", "start_ns", "total")
+    __slots__ = ("attributes", "counts", "ex_ids", "ex_value", "high", "low", "n", "start_ns", "total")
 
     def __init__(self, attributes: Attributes, buckets: int) -> None:
         self.attributes = dict(attributes)
@@ -101,8 +102,8 @@ class _HistogramSeries:
         self.low = float("inf")
         self.high = float("-inf")
         self.ex_value = np.zeros(buckets)
-        self.ex_time = np.zeros(buckets, dtype=np.int64)
-        self.ex_ids = np.zeros((buckets, 3), dtype=np.uint64)  # per bucket: trace id high, low 64 bits, span id
+        # per bucket: trace id high and low 64 bits, span id, time (ns): one row, written in one go
+        self.ex_ids = np.zeros((buckets, 4), dtype=np.uint64)
 
 
 def bucket_table(bounds: np.ndarray) -> tuple[float, np.ndarray, np.ndarray] | None:
@@ -121,6 +122,11 @@ def bucket_table(bounds: np.ndarray) -> tuple[float, np.ndarray, np.ndarray] | N
         return None
     base = np.searchsorted(bounds, (np.arange(GRID_CELLS + 1) - 1) / scale, side="left").astype(np.int8)
     return scale, base, np.append(bounds, np.inf)
+
+
+def _ids(ctx: SpanContext) -> tuple[int, int, int, int]:
+    """An exemplar's row: trace id high and low 64 bits, span id, and the time now (ns)."""
+    return ctx.trace_id >> 64, ctx.trace_id & _MASK64, ctx.span_id, time.time_ns()
 
 
 def _add_counts(s: _HistogramSeries, counts: np.ndarray, n: int, total: float, low: float, high: float) -> None:
@@ -150,7 +156,7 @@ class VectorHistogram:
         """Each value's bucket index: upper-inclusive buckets (Prometheus ``le``), bucket i holds
         ``bounds[i-1] < v <= bounds[i]``, exactly as ``np.searchsorted(bounds, values, side="left")``."""
         if self._table is None or values.size < TABLE_MIN_VALUES:
-            return np.searchsorted(self.bounds, values, side="left")
+            return self.bounds.searchsorted(values, side="left")  # the method: np.searchsorted wraps it in Python
         scale, base, upper = self._table
         cells = np.minimum(values, GRID_CELLS / scale)  # clipped first: a huge value must not overflow
         np.maximum(cells, 0.0, out=cells)
@@ -187,11 +193,11 @@ class VectorHistogram:
             return
         idx = self.buckets(values)
         counts = np.bincount(idx, minlength=len(self.bounds_list) + 1)
-        total = float(values.sum()) if total is None else total
-        low = float(values.min()) if low is None else low
-        high = float(values.max())
+        # the ufuncs' reductions themselves: ndarray.sum/min/max first run a Python-level wrapper each
+        total = float(_sum(values)) if total is None else total
+        low = float(_min(values)) if low is None else low
+        high = float(_max(values))
         sampled = ctx is not None and ctx.trace_flags.sampled
-        now = time.time_ns() if sampled else 0
         with self._lock:
             s = self._get(key, attributes)
             s.counts += counts
@@ -202,9 +208,7 @@ class VectorHistogram:
             if sampled:
                 assert ctx is not None
                 s.ex_value[idx] = values  # a value of this call per bucket it hit
-                hit = counts > 0  # the call's trace/span go to those few buckets, not once per value
-                s.ex_time[hit] = now
-                s.ex_ids[hit] = (ctx.trace_id >> 64, ctx.trace_id & _MASK64, ctx.span_id)
+                s.ex_ids[counts > 0] = _ids(ctx)  # the call's ids go to those few buckets, not once per value
 
     def record_one(self, value: float, attributes: Attributes, key: AttributesKey, ctx: SpanContext | None) -> None:
         """Add one value (the per-call path, e.g. a duration): ``bisect``, no numpy temporaries."""
@@ -224,8 +228,7 @@ class VectorHistogram:
                 s.high = value
             if ctx is not None and ctx.trace_flags.sampled:
                 s.ex_value[i] = value
-                s.ex_time[i] = time.time_ns()
-                s.ex_ids[i] = (ctx.trace_id >> 64, ctx.trace_id & _MASK64, ctx.span_id)
+                s.ex_ids[i] = _ids(ctx)
 
     def record_counts(
         self, counts: np.ndarray, total: float, low: float, high: float, attributes: Attributes, key: AttributesKey
@@ -284,7 +287,7 @@ class VectorHistogram:
             Exemplar(
                 filtered_attributes=None,
                 value=float(s.ex_value[i]),
-                time_unix_nano=int(s.ex_time[i]),
+                time_unix_nano=ids[i][3],
                 span_id=ids[i][2],
                 trace_id=(ids[i][0] << 64) | ids[i][1],
             )

@@ -119,7 +119,7 @@ def analyze(out: object, kind: str, classes: Sequence[object] | None, task: str 
         if not math.isfinite(c):
             return EMPTY
         return Analysis(confidence=np.array([c]), class_counts=[(names[int(top[0])], 1)])
-    total = float(confidence.sum())  # finite exactly when every confidence is (they lie in [0, 1])
+    total = float(np.add.reduce(confidence))  # finite exactly when every confidence is (they lie in [0, 1])
     if not math.isfinite(total):
         finite = np.isfinite(confidence)
         confidence, top = confidence[finite], top[finite]

@@ -266,8 +266,8 @@ class Recorder:
             span_attrs[semconv.ML_PREDICTION_CONFIDENCE_MEAN] = span_attrs[semconv.ML_PREDICTION_CONFIDENCE_MIN] = c
             self._confidence.record_one(c, attrs, key, ctx)
         elif conf is not None and conf.size:
-            total = analysis.confidence_sum if analysis.confidence_sum is not None else float(conf.sum())
-            low = float(conf.min())
+            total = analysis.confidence_sum if analysis.confidence_sum is not None else float(np.add.reduce(conf))
+            low = float(np.minimum.reduce(conf))  # the ufunc itself: ndarray.min runs a Python wrapper first
             span_attrs[semconv.ML_PREDICTION_CONFIDENCE_MEAN] = total / conf.size
             span_attrs[semconv.ML_PREDICTION_CONFIDENCE_MIN] = low
             self._confidence.record(conf, attrs, key, ctx, total=total, low=low)
