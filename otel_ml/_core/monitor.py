@@ -336,7 +336,9 @@ class InputMonitor:
         self.rows_processed += table.rows
         self._rows_since_drift += table.rows
         if spare and not kept and not categorical and table.matrix is not None:  # done with the buffer: reuse it
-            self._spare = table.matrix if table.matrix.base is None else table.matrix.base  # not a view of its rows
+            buffer = table.matrix if table.matrix.base is None else table.matrix.base  # not a view of its rows
+            with self._lock:  # the caller takes it under the same lock (_buffer_rows)
+                self._spare = buffer
         self._update_drift(force=False)
 
     def _numeric(self, table: Table, work: list[tuple[_Feature, int]], ref: Reference, rank: Any) -> bool:
