@@ -52,7 +52,6 @@ from otel_ml import config
 Attributes = Mapping[str, AttributeValue]
 AttributesKey = frozenset[tuple[str, AttributeValue]]
 
-_MASK64 = (1 << 64) - 1
 _sum, _min, _max = np.add.reduce, np.minimum.reduce, np.maximum.reduce
 
 GRID_CELLS = 4096
@@ -102,8 +101,9 @@ class _HistogramSeries:
         self.low = float("inf")
         self.high = float("-inf")
         self.ex_value = np.zeros(buckets)
-        # per bucket: trace id high and low 64 bits, span id, time (ns): one row, written in one go
-        self.ex_ids = np.zeros((buckets, 4), dtype=np.uint64)
+        # per bucket: None, or the (trace id, span id, time ns) of its exemplar: one tuple per call, shared by the
+        # buckets the call hit (a Python list: writing a few tuples costs less than a masked numpy write)
+        self.ex_ids: list[tuple[int, int, int] | None] = [None] * buckets
 
 
 def bucket_table(bounds: np.ndarray) -> tuple[float, np.ndarray, np.ndarray] | None:
@@ -124,9 +124,9 @@ def bucket_table(bounds: np.ndarray) -> tuple[float, np.ndarray, np.ndarray] | N
     return scale, base, np.append(bounds, np.inf)
 
 
-def _ids(ctx: SpanContext) -> tuple[int, int, int, int]:
-    """An exemplar's row: trace id high and low 64 bits, span id, and the time now (ns)."""
-    return ctx.trace_id >> 64, ctx.trace_id & _MASK64, ctx.span_id, time.time_ns()
+def _ids(ctx: SpanContext) -> tuple[int, int, int]:
+    """An exemplar's ids: trace id, span id, and the time now (ns)."""
+    return ctx.trace_id, ctx.span_id, time.time_ns()
 
 
 def _add_counts(s: _HistogramSeries, counts: np.ndarray, n: int, total: float, low: float, high: float) -> None:
@@ -208,7 +208,9 @@ class VectorHistogram:
             if sampled:
                 assert ctx is not None
                 s.ex_value[idx] = values  # a value of this call per bucket it hit
-                s.ex_ids[counts > 0] = _ids(ctx)  # the call's ids go to those few buckets, not once per value
+                ids, slots = _ids(ctx), s.ex_ids
+                for i in counts.nonzero()[0].tolist():  # the call's ids go to those few buckets
+                    slots[i] = ids
 
     def record_one(self, value: float, attributes: Attributes, key: AttributesKey, ctx: SpanContext | None) -> None:
         """Add one value (the per-call path, e.g. a duration): ``bisect``, no numpy temporaries."""
@@ -282,16 +284,13 @@ class VectorHistogram:
         return Metric(name=self.name, description=self.description, unit=self.unit, data=data)
 
     def _point(self, s: _HistogramSeries, now_ns: int) -> HistogramDataPoint:
-        ids = s.ex_ids.tolist()
+        values = s.ex_value.tolist()
         exemplars = [
             Exemplar(
-                filtered_attributes=None,
-                value=float(s.ex_value[i]),
-                time_unix_nano=ids[i][3],
-                span_id=ids[i][2],
-                trace_id=(ids[i][0] << 64) | ids[i][1],
+                filtered_attributes=None, value=values[i], time_unix_nano=ids[2], span_id=ids[1], trace_id=ids[0]
             )
-            for i in np.flatnonzero(s.ex_ids[:, 2]).tolist()
+            for i, ids in enumerate(s.ex_ids)
+            if ids is not None
         ]
         return HistogramDataPoint(
             attributes=s.attributes,

@@ -170,31 +170,30 @@ def _top(arr: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray, int] | Non
     """(top class per row, its probability as float64, number of classes), without a full probability matrix.
 
     Binary outputs give the top class as a boolean array ("class 1 wins"), other outputs as indices. Softmax
-    confidence is ``1 / sum(exp(x - max))``; the arithmetic stays in the output's own float type.
+    confidence is ``1 / sum(exp(x - max))``, in the output's own float type; a binary score's (the sigmoid of
+    the gap) is computed in float64.
     """
     if arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1):
         flat = arr.reshape(-1)
         if flat.size == 0:
             return None
         if kind in (SCORES, LOGITS):  # a binary decision score: sigmoid(|s|) for the predicted side
-            top = flat > 0
-            conf = 0.5 * (1.0 + np.tanh(0.5 * np.abs(flat)))
-        else:  # the positive class's probability (or its log)
-            p1 = np.exp(flat) if kind == LOG_PROBA else flat
-            top = p1 > 0.5
-            conf = np.maximum(p1, 1.0 - p1)
-        return top, np.asarray(conf, dtype=np.float64), 2
+            return flat > 0, _sigmoid_of_abs(np.copysign(flat, -1.0, dtype=np.float64)), 2
+        p1 = np.exp(flat) if kind == LOG_PROBA else flat  # the positive class's probability (or its log)
+        return p1 > 0.5, np.asarray(np.maximum(p1, 1.0 - p1), dtype=np.float64), 2
     if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
         return None
     if arr.shape[1] == 2:  # binary: two column compares instead of argmax + gather
         c0, c1 = arr[:, 0], arr[:, 1]
+        if kind in (SCORES, LOGITS):  # softmax over two scores = sigmoid of their gap
+            gap = np.subtract(c1, c0, dtype=np.float64)  # its sign is exactly c1 > c0's
+            top = gap > 0
+            np.copysign(gap, -1.0, out=gap)
+            return top, _sigmoid_of_abs(gap), 2
         top = c1 > c0
-        if kind == PROBA:
-            conf = np.maximum(c0, c1)
-        elif kind == LOG_PROBA:
-            conf = np.exp(np.maximum(c0, c1))
-        else:  # softmax over two scores = sigmoid of their gap
-            conf = 1.0 / (1.0 + np.exp(-np.abs(c1 - c0)))
+        conf = np.maximum(c0, c1)
+        if kind == LOG_PROBA:
+            np.exp(conf, out=conf)
         return top, np.asarray(conf, dtype=np.float64), 2
     top = arr.argmax(axis=1)
     best = np.take_along_axis(arr, top[:, None], axis=1)
@@ -205,6 +204,14 @@ def _top(arr: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray, int] | Non
     else:  # softmax of scores / logits
         conf = 1.0 / np.exp(arr - best).sum(axis=1)
     return top, np.asarray(conf, dtype=np.float64), arr.shape[1]
+
+
+def _sigmoid_of_abs(neg_abs: np.ndarray) -> np.ndarray:
+    """``sigmoid(|s|)`` from a float64 temporary holding ``-|s|``, computed in place in it: inside a predict
+    call each numpy call and each fresh array costs microseconds, so the binary path makes no others."""
+    np.exp(neg_abs, out=neg_abs)
+    neg_abs += 1.0
+    return np.divide(1.0, neg_abs, out=neg_abs)
 
 
 def _label_counts(labels: np.ndarray) -> list[tuple[object, int]] | None:

@@ -324,6 +324,14 @@ def test_exemplars_keep_the_latest_sampled_value_per_touched_bucket() -> None:
     assert got == [(0.2, TRACE_A, SPAN_A), (0.4, TRACE_B, SPAN_B), (0.7, TRACE_A, SPAN_A), (3.0, TRACE_A, SPAN_A)]
 
 
+def test_a_later_sampled_array_takes_over_only_the_buckets_it_hits() -> None:
+    _, hist = _histogram()
+    hist.record(np.array([0.1, 0.2, 0.7, 3.0, 0.3]), ATTRS, KEY, SAMPLED_A)  # buckets 1, 1, 3, 5, 2
+    hist.record(np.array([0.25, 5.0, 0.6, 4.0]), ATTRS, KEY, SAMPLED_B)  # buckets 1, 5, 3, 5
+    got = [(e.value, e.trace_id, e.span_id) for e in _point(hist).exemplars]
+    assert got == [(0.25, TRACE_B, SPAN_B), (0.3, TRACE_A, SPAN_A), (0.6, TRACE_B, SPAN_B), (4.0, TRACE_B, SPAN_B)]
+
+
 def test_record_one_exemplar_carries_the_span_ids() -> None:
     _, hist = _histogram()
     hist.record_one(1.0, ATTRS, KEY, SAMPLED_A)  # exactly on a bound: bucket 3

@@ -43,7 +43,7 @@ def _assert_close(actual: np.ndarray | None, expected: np.ndarray, rtol: float =
     np.testing.assert_allclose(actual, expected, rtol=rtol, atol=0.0)
 
 
-FLOAT32_RTOL = 1e-6  # confidence is computed in the output's own precision (float32 logits stay float32)
+FLOAT32_RTOL = 1e-6  # softmax confidence is computed in the output's own precision (float32 logits stay float32)
 
 
 # -- resolve_kind ------------------------------------------------------------------------------------------
@@ -105,6 +105,34 @@ def test_one_column_proba_is_the_positive_class_probability() -> None:
     assert result.confidence is not None
     np.testing.assert_array_equal(result.confidence, [0.9, 0.8, 0.5, 0.65])
     assert result.class_counts == [("neg", 2), ("pos", 2)]  # a 0.5 tie goes to the first class
+
+
+def test_binary_float32_logits_are_read_in_float64() -> None:
+    """Two float32 logits: the class is ``c1 > c0`` exactly (a tie goes to class 0) and the confidence is the
+    float64 sigmoid of the gap, so a confident row is not rounded to 1.0 as float32 arithmetic would."""
+    c0 = np.array([0.0, 1.5, -2.0, 3.0, 1e-3, 7.25, 0.0, -40.0], dtype=np.float32)
+    c1 = np.array([20.0, 1.5, -2.0000002, -3.0, 1e-3, 7.5, -30.0, 40.0], dtype=np.float32)
+    c1[4] = np.nextafter(c1[4], np.float32(1.0))  # the smallest float32 win
+    logits = np.stack([c0, c1], axis=1)
+    result = analyze(logits, "logits", ["no", "yes"], None)
+    gap = c1.astype(np.float64) - c0.astype(np.float64)
+    _assert_close(result.confidence, 1.0 / (1.0 + np.exp(-np.abs(gap))), rtol=1e-15)
+    assert result.confidence is not None and result.confidence.dtype == np.float64
+    assert result.confidence[0] < 1.0 and result.confidence[1] == 0.5  # float32 math would give exactly 1.0
+    assert result.class_counts == [("no", 4), ("yes", 4)]  # the tie (row 1) is "no", the one-ulp win (row 4) "yes"
+    assert 0.5 < result.confidence[4] < 0.5 + 1e-9
+    assert result.confidence_sum == pytest.approx(float(result.confidence.sum()), rel=1e-15)
+
+
+def test_binary_float32_scores_are_read_in_float64() -> None:
+    scores = np.array([25.0, -25.0, 0.0, 1e-6, -3.5], dtype=np.float32)
+    frozen = scores.copy()
+    frozen.flags.writeable = False
+    result = analyze(frozen, "scores", None, None)
+    _assert_close(result.confidence, _binary_confidence(scores.astype(np.float64)), rtol=1e-15)
+    assert result.confidence is not None and (result.confidence < 1.0).all()
+    assert result.class_counts == [(0, 3), (1, 2)]
+    np.testing.assert_array_equal(frozen, scores)
 
 
 def test_softmax_is_stable_for_huge_logits() -> None:
