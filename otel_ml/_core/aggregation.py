@@ -286,9 +286,7 @@ class VectorHistogram:
     def _point(self, s: _HistogramSeries, now_ns: int) -> HistogramDataPoint:
         values = s.ex_value.tolist()
         exemplars = [
-            Exemplar(
-                filtered_attributes=None, value=values[i], time_unix_nano=ids[2], span_id=ids[1], trace_id=ids[0]
-            )
+            Exemplar(filtered_attributes=None, value=values[i], time_unix_nano=ids[2], span_id=ids[1], trace_id=ids[0])
             for i, ids in enumerate(s.ex_ids)
             if ids is not None
         ]
