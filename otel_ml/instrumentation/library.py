@@ -1,13 +1,13 @@
 """What the XGBoost, LightGBM and ONNX Runtime instrumentors share, so each module only says what to patch.
 
-They follow the scikit-learn and PyTorch instrumentors: methods are wrapped with a ``wrapt.FunctionWrapper`` on
-the class that defines them, never on instances; the patching happens when the library is imported (at once if
-it already is, through a post-import hook otherwise, so instrumenting never imports a library); only the
-outermost measured call counts (:data:`otel_ml.instrumentation.registry.active_call`), so a sklearn-API
-estimator's inner ``Booster.predict`` produces nothing of its own and an estimator that the scikit-learn
-instrumentor wraps as well is measured once, by whichever wrapper is outermost; ``uninstrument()`` puts back
-every original attribute object where our wrapper is still the one in place (a wrapper that someone wrapped
-again after us stays, passing straight through while uninstrumented).
+They follow the scikit-learn instrumentor: methods are patched on the class that defines them
+(:func:`otel_ml.instrumentation.registry.class_patch`), never on instances; the patching happens when the library
+is imported (at once if it already is, through a post-import hook otherwise, so instrumenting never imports a
+library); only the outermost measured call counts (:data:`otel_ml.instrumentation.registry.active_call`), so a
+sklearn-API estimator's inner ``Booster.predict`` produces nothing of its own and an estimator that the
+scikit-learn instrumentor wraps as well is measured once, by whichever wrapper is outermost; ``uninstrument()``
+puts back every original attribute object where our wrapper is still the one in place (a wrapper that someone
+wrapped again after us stays, passing straight through while uninstrumented).
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ class Library:
             original = owner.__dict__.get(name)
             if (owner, name) in self._patches or original is None or not sk._patchable(original):
                 return
-            wrapped = registry.ClassWrapper(original, wrapper)  # skipped when nested
+            wrapped = registry.class_patch(original, wrapper)  # skipped when nested
             setattr(owner, name, wrapped)
             self._patches[(owner, name)] = (original, wrapped)
 

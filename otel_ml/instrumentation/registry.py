@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import inspect
 import os
 import threading
+import types
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,16 +39,51 @@ instrumented with ``otel_ml.instrument_model``) are part of it and produce no te
 
 wrapping: contextvars.ContextVar[bool] = contextvars.ContextVar("otel_ml_auto_wrapping", default=True)
 """``False`` inside a measured call whose nested calls need nothing from the instrumentors' wrappers (see
-:func:`enter`). The class wrappers are :class:`ClassWrapper`: a forest's trees or a network's submodules then
-get the original method, at the cost of one context-variable read each."""
+:func:`enter`). The class patches (:func:`class_patch`) then call the original method directly: a forest's trees
+or a network's submodules cost one context-variable read each."""
+
+
+def class_patch(original: Any, wrapper: Callable[..., Any]) -> Any:
+    """What the instrumentors put in a class's ``__dict__`` in place of ``original``, calling
+    ``wrapper(bound original, instance, args, kwargs)`` (wrapt's wrapper signature) unless :data:`wrapping` is
+    ``False``.
+
+    A plain function (``__wrapped__``, name, docstring, signature: the original's) replaces a function. Looking it
+    up costs what the original's lookup costs, ~30 ns, where any wrapt proxy's ``__get__`` runs Python or builds a
+    bound wrapper, ~300 ns. That counts: each call of a 50-tree forest looks ``predict_proba`` and ``fit``
+    (``check_is_fitted``) up on every tree, and those lookups cost the forest's single row ~2 % (``bench.auto``).
+    Any other method-like descriptor (``available_if``, which decides whether the method exists at all) is
+    wrapped as it is, in a :class:`ClassWrapper`. (The torch instrumentor patches ``nn.Module.__call__`` with a
+    :class:`ClassWrapper` too: ``torch.compile`` traces through it without the graph breaks a function causes.)
+    """
+    if not inspect.isfunction(original):
+        return ClassWrapper(original, wrapper)
+    on = wrapping.get
+    bind = types.MethodType
+
+    @functools.wraps(original)
+    def patched(*args: Any, **kwargs: Any) -> Any:
+        if args and on():
+            instance = args[0]
+            if instance is not None:
+                return wrapper(bind(original, instance), instance, args[1:], kwargs)
+        return original(*args, **kwargs)
+
+    patched._otel_ml_wrapper = wrapper  # type: ignore[attr-defined]  # marks it as ours: is_patch()
+    return patched
+
+
+def is_patch(attribute: object) -> bool:
+    """Whether ``attribute`` (a class's ``__dict__`` entry) is an otel-ml class patch."""
+    return isinstance(attribute, ClassWrapper) or hasattr(attribute, "_otel_ml_wrapper")
 
 
 class ClassWrapper(wrapt.FunctionWrapper):
-    """The ``wrapt.FunctionWrapper`` the instrumentors patch classes with, skipped inside measured calls.
+    """The ``wrapt.FunctionWrapper`` that patches a method-like descriptor other than a function (see
+    :func:`class_patch`), skipped inside measured calls.
 
     While :data:`wrapping` is ``False``, looking the method up on an instance binds the original itself: no bound
-    wrapper is made and no wrapper code runs, 50 times per call of a 50-tree forest. ``enabled=wrapping.get``
-    still covers a bound method taken earlier.
+    wrapper is made and no wrapper code runs. ``enabled=wrapping.get`` still covers a bound method taken earlier.
     """
 
     def __init__(self, wrapped: Any, wrapper: Callable[..., Any]) -> None:

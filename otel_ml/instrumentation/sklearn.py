@@ -19,17 +19,18 @@ lists its steps in ``ml.pipeline.steps``; ``instrument(pipeline_step_spans=True)
 ``OTEL_ML_MODEL_NAMES`` says otherwise; ``ml.model.framework`` is ``sklearn``; feature names come from
 ``feature_names_in_``. Configuration: :mod:`otel_ml.instrumentation.environment_variables`.
 
-How: classes are patched, never instances. When ``sklearn.base`` is imported (at once if it already is; through
-a post-import hook otherwise, so instrumenting never imports scikit-learn itself) every class below
-``BaseEstimator`` is found by walking ``__subclasses__()``, and each of the methods above is wrapped with a
-``wrapt.FunctionWrapper`` on the class that defines it (mixins such as ``ClassifierMixin.score`` included;
-``available_if`` descriptors are wrapped as they are, so ``SVC(probability=False)`` still has no
-``predict_proba``). Classes defined later (modules imported later, your own estimators, unpickled models) are
-patched as they are created, by an ``__init_subclass__`` added to ``BaseEstimator``. ``fit`` is wrapped only to
-mark predictions made while fitting. ``joblib.Parallel`` is wrapped so that thread-pool tasks started inside a
-measured call (a forest with ``n_jobs=-1``) know they are part of it. ``uninstrument()`` puts back every
-original attribute object and removes the ``__init_subclass__`` it added. Instances are never touched: pickles
-are byte-for-byte those of an uninstrumented process and load without otel-ml.
+How: classes are patched, never instances. When ``sklearn.base`` is imported (at once if it already is; through a
+post-import hook otherwise, so instrumenting never imports scikit-learn itself) every class below ``BaseEstimator``
+is found by walking ``__subclasses__()``, and each of the methods above is replaced, on the class that defines it
+(mixins such as ``ClassifierMixin.score`` included), by a function that calls the original through the wrapper
+(:func:`otel_ml.instrumentation.registry.class_patch`: a forest's trees look their methods up as fast as before);
+``available_if`` descriptors are wrapped as they are, in a ``wrapt.FunctionWrapper``, so ``SVC(probability=False)``
+still has no ``predict_proba``. Classes defined later (modules imported later, your own estimators, unpickled
+models) are patched as they are created, by an ``__init_subclass__`` added to ``BaseEstimator``. ``fit`` is wrapped
+only to mark predictions made while fitting. ``joblib.Parallel`` is wrapped so that thread-pool tasks started
+inside a measured call (a forest with ``n_jobs=-1``) know they are part of it. ``uninstrument()`` puts back every
+original attribute object and removes the ``__init_subclass__`` it added. Instances are never touched: pickles are
+byte-for-byte those of an uninstrumented process and load without otel-ml.
 """
 
 from __future__ import annotations
@@ -332,7 +333,7 @@ def _patch(owner: type, name: str, wrapper: Wrapper, nested: bool = False) -> No
     original = owner.__dict__.get(name)
     if original is None or not _patchable(original):
         return
-    wrapped = wrapt.FunctionWrapper(original, wrapper) if nested else registry.ClassWrapper(original, wrapper)
+    wrapped = wrapt.FunctionWrapper(original, wrapper) if nested else registry.class_patch(original, wrapper)
     try:
         setattr(owner, name, wrapped)
     except (TypeError, AttributeError):  # extension types cannot be patched

@@ -38,7 +38,9 @@ How: ``torch.nn.Module.__call__`` is wrapped once with a ``wrapt.FunctionWrapper
 (at once if it already is, through a post-import hook otherwise: instrumenting never imports torch itself);
 ``uninstrument()`` puts the original back. A context variable marks the running measured call, so a nested
 module call costs the wrapper's dispatch and one lookup (under a microsecond). Modules are never modified:
-``torch.save`` output is unchanged. ``torch.compile`` (dynamo) traces through the wrapper without graph breaks.
+``torch.save`` output is unchanged. ``torch.compile`` (dynamo) traces through the wrapper without graph breaks,
+which is why this one patch stays a wrapt wrapper: dynamo breaks the graph on the plain function that
+:func:`otel_ml.instrumentation.registry.class_patch` makes for scikit-learn's methods.
 Known limit: ``nn.DataParallel`` runs its replicas in plain threads, which do not see that flag, so each replica
 in eval mode counts on its own.
 """

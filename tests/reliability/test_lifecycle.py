@@ -25,7 +25,6 @@ import psutil
 import pytest
 import sklearn.base
 import torch
-import wrapt
 from conftest import ScenarioFigures
 from sklearn.base import BaseEstimator, clone
 from sklearn.linear_model import LogisticRegression
@@ -34,6 +33,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 import otel_ml
+from otel_ml.instrumentation import registry
 from otel_ml.instrumentation.sklearn import SklearnInstrumentor
 from otel_ml.instrumentation.torch import TorchInstrumentor
 from otel_ml.testing import InMemoryTelemetry
@@ -141,8 +141,8 @@ def test_double_instrument_is_idempotent(
         assert len(tel.spans()) == 1
         assert sum(p.value for p in tel.points("ml.prediction.count")) == 1
         wrapper = inspect.getattr_static(LogisticRegression, "predict_proba")
-        assert isinstance(wrapper, wrapt.FunctionWrapper)
-        assert not isinstance(wrapper.__wrapped__, wrapt.FunctionWrapper)  # wrapper depth 1
+        assert registry.is_patch(wrapper)
+        assert not registry.is_patch(wrapper.__wrapped__)  # wrapper depth 1
         sk.uninstrument()
         assert _diff(before, _snapshot()) == []  # one uninstrument restores everything
         for _ in range(2):

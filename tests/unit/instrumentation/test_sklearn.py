@@ -9,6 +9,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import types
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +17,6 @@ from typing import Any
 import joblib
 import numpy as np
 import pytest
-import wrapt
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
@@ -214,7 +214,7 @@ def test_meta_estimators_count_once_and_not_while_fitting(sk_tel: InMemoryTeleme
 
 
 def test_available_if_methods_keep_their_availability(sk_tel: InMemoryTelemetry) -> None:
-    assert isinstance(inspect.getattr_static(SVC, "predict_proba"), wrapt.FunctionWrapper)
+    assert isinstance(inspect.getattr_static(SVC, "predict_proba"), registry.ClassWrapper)  # the descriptor, wrapped
     plain = SVC().fit(XI, YI)  # probability=False
     assert not hasattr(plain, "predict_proba")
     with pytest.raises(AttributeError):
@@ -237,7 +237,7 @@ def test_a_forest_in_a_thread_pool_is_one_call(sk_tel: InMemoryTelemetry) -> Non
 def test_a_forests_trees_never_enter_the_wrapper(
     sk_tel: InMemoryTelemetry, entries: Callable[[Any], list[object]], n_jobs: int | None
 ) -> None:
-    """Inside a measured call wrapt calls the trees' own methods directly (``enabled=registry.wrapping.get``):
+    """Inside a measured call the class patches call the trees' own methods directly (``registry.wrapping``):
     the wrapper's code runs once per forest call, not once per tree, in pool threads too."""
     forest = RandomForestClassifier(n_estimators=12, n_jobs=n_jobs, random_state=0).fit(XI, YI)
     entered = entries(sk)
@@ -248,6 +248,20 @@ def test_a_forests_trees_never_enter_the_wrapper(
     forest.estimators_[0].predict_proba(XI)  # a tree on its own is a measured call again
     assert len(entered) > calls and len(sk_tel.spans()) == 2
     assert registry.wrapping.get() is True and registry.active_call.get() is None
+
+
+def test_plain_methods_stay_functions_so_a_forests_trees_look_them_up_at_full_speed(sk_tel: InMemoryTelemetry) -> None:
+    """A function in the class binds in C; a wrapt proxy's ``__get__`` costs ~10x that on every lookup, and a
+    forest looks ``predict_proba`` and ``fit`` up on each of its trees, every call."""
+    for owner, name in ((DecisionTreeClassifier, "predict_proba"), (DecisionTreeClassifier, "fit")):
+        patch = inspect.getattr_static(owner, name)
+        assert inspect.isfunction(patch) and registry.is_patch(patch)
+        assert sk.patched()[(owner, name)] is patch.__wrapped__
+    tree = DecisionTreeClassifier(random_state=0).fit(XI, YI)
+    bound = tree.predict_proba
+    assert type(bound) is types.MethodType
+    assert bound.__func__ is inspect.getattr_static(DecisionTreeClassifier, "predict_proba")
+    assert "sample_weight" in inspect.signature(tree.fit).parameters  # has_fit_parameter reads the original's
 
 
 class Doubler(ClassifierMixin, BaseEstimator):
@@ -268,7 +282,7 @@ def test_estimators_outside_sklearn_before_and_after_instrumenting(sk_tel: InMem
         def predict(self, x: Any) -> np.ndarray:
             return super().predict(x)
 
-    assert isinstance(inspect.getattr_static(Later, "predict"), wrapt.FunctionWrapper)
+    assert registry.is_patch(inspect.getattr_static(Later, "predict"))
     Doubler().fit(XI, YI).predict(XI[:4])
     Later().fit(XI, YI).predict(XI[:5])
     assert Later().fit(XI, YI).score(XI[::25], YI[::25]) == pytest.approx(1 / 3)  # ClassifierMixin.score
@@ -466,14 +480,15 @@ def test_an_internal_failure_while_instrumenting_never_raises(
 
 
 _LATER_IMPORTS = """
-import inspect, sys, wrapt
+import inspect, sys
+from otel_ml.instrumentation import registry
 from otel_ml.instrumentation.sklearn import SklearnInstrumentor, PREDICT_METHODS
 SklearnInstrumentor().instrument()
 assert "sklearn" not in sys.modules  # instrumenting does not import scikit-learn
 from sklearn.utils import all_estimators
 missed = [
     f"{cls.__name__}.{m}" for _, cls in all_estimators() for m in PREDICT_METHODS
-    if m in dir(cls) and not isinstance(inspect.getattr_static(cls, m), wrapt.FunctionWrapper)
+    if m in dir(cls) and not registry.is_patch(inspect.getattr_static(cls, m))
 ]
 print(len(all_estimators()), missed)
 """

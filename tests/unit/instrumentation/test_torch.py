@@ -317,3 +317,15 @@ def test_switched_off(instrument: Callable[..., InMemoryTelemetry], env: pytest.
     with torch.no_grad():
         MLP().eval()(DIGITS[:2])
     assert tel.spans() == []
+
+
+def test_dynamo_traces_an_instrumented_module_in_one_graph(th_tel: InMemoryTelemetry) -> None:
+    """``nn.Module.__call__`` stays a wrapt wrapper: dynamo traces through it, where a Python function patch
+    splits the graph."""
+    import torch._dynamo as dynamo
+
+    dynamo.reset()  # frames compiled by earlier tests would be reused, not traced
+    model = MLP().eval()
+    with torch.no_grad():
+        explained = dynamo.explain(model)(DIGITS[:4])
+    assert (explained.graph_count, explained.graph_break_count) == (1, 0)
