@@ -2,9 +2,10 @@
 
 Run: ``python -m bench.auto`` (``--quick`` for a short run). Everything is measured side by side in one process,
 interleaved round by round (per-call ``perf_counter_ns``, medians over rounds; a variant's added cost is the median
-of its per-round differences from the bare variant, so the machine's drift between rounds cancels out), against the
-same SDK providers (``otel_ml.configure`` with a BatchSpanProcessor and a periodic metric reader whose exporters
-discard); ``otel_ml.force_flush`` runs after every timed block, untimed. Cases:
+of its per-round differences from the bare variant, so the machine's drift between rounds cancels out, printed with
+their quartiles; the variants run in reverse order every other round, so a drift within a round cancels too),
+against the same SDK providers (``otel_ml.configure`` with a BatchSpanProcessor and a periodic metric reader whose
+exporters discard); ``otel_ml.force_flush`` runs after every timed block, untimed. Cases:
 
 - ``RandomForestClassifier(50 trees).predict_proba`` and ``LogisticRegression.predict_proba`` over 20 features,
 - a torch MLP (20 → 64 → 64 → 2) forward in eval mode under ``torch.no_grad()``,
@@ -126,17 +127,18 @@ def run_variant(name: str, fn: Predict, x: Any, calls: int) -> tuple[float, floa
 
 def measure(
     variants: dict[str, Predict], x: Any, calls: int, rounds: int
-) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+) -> tuple[dict[str, float], dict[str, tuple[float, float, float]], dict[str, float]]:
     """Per variant, over interleaved rounds (after one untimed warm-up block each): the median per-call µs, the
     median of its per-round difference from the bare variant of the same round (the added cost: blocks of one
     round run back to back, so drift of the machine's speed between rounds cancels out), and the median per-call
     µs of the flush after each block."""
     samples: dict[str, list[float]] = {k: [] for k in variants}
     flushes: dict[str, list[float]] = {k: [] for k in variants}
-    for name, fn in variants.items():
+    order = list(variants.items())
+    for name, fn in order:
         run_variant(name, fn, x, max(1, calls // 4))
-    for _ in range(rounds):
-        for name, fn in variants.items():
+    for r in range(rounds):
+        for name, fn in order if r % 2 == 0 else order[::-1]:  # a drift within a round cancels over two
             timed, flushed = run_variant(name, fn, x, calls)
             samples[name].append(timed)
             flushes[name].append(flushed)
@@ -147,45 +149,54 @@ def measure(
     )
 
 
-def added_costs(samples: dict[str, list[float]]) -> dict[str, float]:
-    """Per variant, the median over rounds of its per-call µs minus the bare variant's in the same round."""
+def added_costs(samples: dict[str, list[float]]) -> dict[str, tuple[float, float, float]]:
+    """Per variant, over rounds, its per-call µs minus the bare variant's in the same round: the median and the
+    quartiles (the spread shows how far one run's figure can be trusted on this machine)."""
     bare = samples["bare"]
-    return {k: statistics.median(a - b for a, b in zip(v, bare, strict=True)) for k, v in samples.items()}
+    out = {}
+    for k, v in samples.items():
+        diffs = [a - b for a, b in zip(v, bare, strict=True)]
+        q1, _, q3 = statistics.quantiles(diffs, n=4) if len(diffs) > 1 else (diffs[0],) * 3
+        out[k] = (statistics.median(diffs), q1, q3)
+    return out
 
 
-def show(title: str, med: dict[str, float], added: dict[str, float], flushed: dict[str, float]) -> None:
+def show(
+    title: str, med: dict[str, float], added: dict[str, tuple[float, float, float]], flushed: dict[str, float]
+) -> None:
     bare = med["bare"]
-    print(f"\n{title}  (median µs per call; added: median of per-round differences from bare)")
+    print(f"\n{title}  (median µs per call; added: median [quartiles] of per-round differences from bare)")
     for name, value in med.items():
         queued = flushed[name] - flushed["bare"]
+        mid, q1, q3 = added[name]
         print(
-            f"  {name:<13} {value:10.2f} µs   (+{added[name]:8.2f} µs, {100 * added[name] / bare:+6.1f} %)"
+            f"  {name:<13} {value:10.2f} µs   (+{mid:8.2f} µs [{q1:+8.2f}, {q3:+8.2f}], {100 * mid / bare:+6.1f} %)"
             f"   left queued {queued:+9.2f} µs"
         )
 
 
-def relative_target(med: dict[str, float], added: dict[str, float], limit: float) -> bool:
+def relative_target(med: dict[str, float], added: dict[str, tuple[float, float, float]], limit: float) -> bool:
     """(c)-(a) and (c+)-(a) as a share of (a), both against ``limit``."""
     ok = True
     for name in ("auto", "auto+sketch"):
-        share = added[name] / med["bare"]
+        share = added[name][0] / med["bare"]
         passed = share <= limit
         ok = ok and passed
         print(f"  {name}: added {100 * share:.1f} %   target <= {100 * limit:.0f} %   {'OK' if passed else 'MISSED'}")
     return ok
 
 
-def ratio_target(med: dict[str, float], added: dict[str, float], limit: float) -> bool:
+def ratio_target(med: dict[str, float], added: dict[str, tuple[float, float, float]], limit: float) -> bool:
     """(c)-(a) over (b)-(a) against ``limit``; (c+) and the core decorator (d) printed for reference."""
-    hand = added["hand-written"]
+    hand = added["hand-written"][0]
 
     def ratio(name: str) -> float:
-        return added[name] / hand if hand > 0 else float("inf")
+        return added[name][0] / hand if hand > 0 else float("inf")
 
     passed = ratio("auto") <= limit
     print(f"  ratio (c-a)/(b-a) = {ratio('auto'):.2f}   target <= {limit}   {'OK' if passed else 'MISSED'}")
     print(f"  core decorator (d-a)/(b-a) = {ratio('decorator'):.2f}; the adapter's own cost (c-d) = "
-          f"{added['auto'] - added['decorator']:+.2f} µs")  # fmt: skip
+          f"{added['auto'][0] - added['decorator'][0]:+.2f} µs")  # fmt: skip
     print(f"  with input sketching (c+ - a)/(b-a) = {ratio('auto+sketch'):.2f}   (reference)")
     return passed
 
@@ -240,8 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         name="mlp-decorator", operation="__call__", output="logits", sketch_inputs=False
     )(lambda data: mlp(data))
 
-    Check = Callable[[dict[str, float], dict[str, float]], bool]
-    cases: list[tuple[str, dict[str, Predict], Any, int, Check]] = []
+    Check = Callable[[dict[str, float], dict[str, tuple[float, float, float]]], bool]
+    cases: list[tuple[str, dict[str, Predict], Any, int, int, Check]] = []
     for rows, calls, limit in ((1, 200, 1.5), (1000, 40, 2.0)):
         shape = f"{rows:,} x 20"
         forest_variants = {"bare": proba(forest), "auto": proba(forest), "auto+sketch": proba(forest_s)}
@@ -260,20 +271,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             "decorator": decorated_mlp,
         }
         cases += [
+            # the forest: 3x the rounds (its figures are the noisiest). Its 1,000-row blocks (32,000 rows) are
+            # long enough for full 13,107-row sketch buffers to reach the worker inside the timed block.
             (f"RandomForestClassifier(50).predict_proba, {shape}", forest_variants, x[:rows], max(1, calls // 5),
-             functools.partial(relative_target, limit=0.05)),
-            (f"LogisticRegression.predict_proba, {shape}", logistic_variants, x[:rows], calls,
+             3 * rounds, functools.partial(relative_target, limit=0.05)),
+            (f"LogisticRegression.predict_proba, {shape}", logistic_variants, x[:rows], calls, rounds,
              functools.partial(ratio_target, limit=limit)),
-            (f"torch MLP forward, {shape}", mlp_variants, xt[:rows], calls,
+            (f"torch MLP forward, {shape}", mlp_variants, xt[:rows], calls, rounds,
              functools.partial(ratio_target, limit=limit)),
         ]  # fmt: skip
 
-    print(f"otel-ml auto-instrumentation overhead: {rounds} interleaved rounds, per-call medians")
+    print(f"otel-ml auto-instrumentation overhead: {rounds} interleaved rounds ({3 * rounds} for the forest)")
     print("input sketching: off in (c) 'auto', on in (c+) 'auto+sketch' (the default); targets: see the docstring")
     print("'left queued': per call, the untimed flush after the block minus the bare variant's (sketch backlog)")
     ok = True
-    for title, variants, data, calls, check in cases:
-        med, added, flushed = measure(variants, data, calls * scale, rounds)
+    for title, variants, data, calls, case_rounds, check in cases:
+        med, added, flushed = measure(variants, data, calls * scale, case_rounds)
         show(title, med, added, flushed)
         ok = check(med, added) and ok
     SklearnInstrumentor().uninstrument()

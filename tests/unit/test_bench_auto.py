@@ -1,19 +1,40 @@
-"""bench.auto's added-cost estimator: per-round differences from the bare variant, then their median."""
+"""bench.auto's added-cost estimator: per-round differences from the bare variant, their median and quartiles,
+over rounds whose variant order alternates."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from bench.auto import added_costs
+from bench.auto import added_costs, measure
 
 
 def test_added_cost_is_the_median_of_per_round_differences() -> None:
     # the machine is slower in round 2: the medians differ by 0.5, while auto is 0.5 to 2 slower in every round
     samples = {"bare": [10.0, 20.0, 11.0], "auto": [11.0, 22.0, 11.5], "hand-written": [10.5, 20.5, 11.5]}
     added = added_costs(samples)
-    assert added == {"bare": 0.0, "auto": pytest.approx(1.0), "hand-written": pytest.approx(0.5)}
+    assert added["bare"] == (0.0, 0.0, 0.0)
+    assert added["auto"][0] == pytest.approx(1.0) and added["hand-written"][0] == pytest.approx(0.5)
+    # the quartiles of the differences (0.5, 1.0, 2.0), by statistics.quantiles' exclusive method
+    assert added["auto"][1:] == pytest.approx((0.5, 2.0))
 
 
 def test_rounds_must_pair_up() -> None:
     with pytest.raises(ValueError):
         added_costs({"bare": [1.0, 2.0], "auto": [1.0]})
+
+
+def test_the_variant_order_alternates_from_round_to_round() -> None:
+    """Run in one order, a variant that always follows another would carry any drift within a round."""
+    ran: list[str] = []
+
+    def variant(name: str) -> Any:
+        return lambda x: ran.append(name)
+
+    variants = {name: variant(name) for name in ("bare", "auto", "auto+sketch")}
+    med, added, _ = measure(variants, None, calls=1, rounds=3)
+    warm_up, rounds = ran[:3], [ran[3:6], ran[6:9], ran[9:12]]
+    assert warm_up == ["bare", "auto", "auto+sketch"] and len(ran) == 12
+    assert rounds == [["bare", "auto", "auto+sketch"], ["auto+sketch", "auto", "bare"], ["bare", "auto", "auto+sketch"]]
+    assert set(med) == set(added) == set(variants)
