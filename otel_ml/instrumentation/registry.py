@@ -51,7 +51,7 @@ def class_patch(original: Any, wrapper: Callable[..., Any]) -> Any:
     A plain function (``__wrapped__``, name, docstring, signature: the original's) replaces a function. Looking it
     up costs what the original's lookup costs, ~30 ns, where any wrapt proxy's ``__get__`` runs Python or builds a
     bound wrapper, ~300 ns. That counts: each call of a 50-tree forest looks ``predict_proba`` and ``fit``
-    (``check_is_fitted``) up on every tree, and those lookups cost the forest's single row ~2 % (``bench.auto``).
+    (``check_is_fitted``) up on every tree, 100 lookups per call, right after the trees' own work.
     Any other method-like descriptor (``available_if``, which decides whether the method exists at all) is
     wrapped as it is, in a :class:`ClassWrapper`. (The torch instrumentor patches ``nn.Module.__call__`` with a
     :class:`ClassWrapper` too: ``torch.compile`` traces through it without the graph breaks a function causes.)
@@ -75,7 +75,9 @@ def class_patch(original: Any, wrapper: Callable[..., Any]) -> Any:
 
 def is_patch(attribute: object) -> bool:
     """Whether ``attribute`` (a class's ``__dict__`` entry) is an otel-ml class patch."""
-    return isinstance(attribute, ClassWrapper) or hasattr(attribute, "_otel_ml_wrapper")
+    if isinstance(attribute, ClassWrapper):
+        return True
+    return inspect.isfunction(attribute) and hasattr(attribute, "_otel_ml_wrapper")
 
 
 class ClassWrapper(wrapt.FunctionWrapper):
