@@ -43,18 +43,19 @@ wrapping: contextvars.ContextVar[bool] = contextvars.ContextVar("otel_ml_auto_wr
 or a network's submodules cost one context-variable read each."""
 
 
-def class_patch(original: Any, wrapper: Callable[..., Any]) -> Any:
+def class_patch(original: Any, wrapper: Callable[..., Any], bypass: Callable[[], bool] | None = None) -> Any:
     """What the instrumentors put in a class's ``__dict__`` in place of ``original``, calling
     ``wrapper(bound original, instance, args, kwargs)`` (wrapt's wrapper signature) unless :data:`wrapping` is
-    ``False``.
+    ``False`` or ``bypass()`` is true.
 
     A plain function (``__wrapped__``, name, docstring, signature: the original's) replaces a function. Looking it
     up costs what the original's lookup costs, ~30 ns, where any wrapt proxy's ``__get__`` runs Python or builds a
     bound wrapper, ~300 ns. That counts: each call of a 50-tree forest looks ``predict_proba`` and ``fit``
     (``check_is_fitted``) up on every tree, 100 lookups per call, right after the trees' own work.
-    Any other method-like descriptor (``available_if``, which decides whether the method exists at all) is
-    wrapped as it is, in a :class:`ClassWrapper`. (The torch instrumentor patches ``nn.Module.__call__`` with a
-    :class:`ClassWrapper` too: ``torch.compile`` traces through it without the graph breaks a function causes.)
+    ``bypass`` is checked first: torch passes ``torch.compiler.is_compiling``, which dynamo folds to ``True``
+    while it traces, so a compiled module traces straight into the original (one graph, no break at the context
+    variable). Any other method-like descriptor (``available_if``, which decides whether the method exists at
+    all) is wrapped as it is, in a :class:`ClassWrapper`.
     """
     if not inspect.isfunction(original):
         return ClassWrapper(original, wrapper)
@@ -63,7 +64,7 @@ def class_patch(original: Any, wrapper: Callable[..., Any]) -> Any:
 
     @functools.wraps(original)
     def patched(*args: Any, **kwargs: Any) -> Any:
-        if args and on():
+        if args and (bypass is None or not bypass()) and on():
             instance = args[0]
             if instance is not None:
                 return wrapper(bind(original, instance), instance, args[1:], kwargs)

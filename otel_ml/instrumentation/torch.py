@@ -34,13 +34,12 @@ The span and metrics are those of ``otel_ml.instrument`` with ``ml.operation=__c
   copied to the host (and not sketched) unless ``OTEL_ML_TORCH_COPY_DEVICE_INPUTS=true``, which copies only
   the N x F matrix or the N x C channel means. Outputs on a device are not read.
 
-How: ``torch.nn.Module.__call__`` is wrapped once with a ``wrapt.FunctionWrapper`` when ``torch`` is imported
-(at once if it already is, through a post-import hook otherwise: instrumenting never imports torch itself);
-``uninstrument()`` puts the original back. A context variable marks the running measured call, so a nested
-module call costs the wrapper's dispatch and one lookup (under a microsecond). Modules are never modified:
-``torch.save`` output is unchanged. ``torch.compile`` (dynamo) traces through the wrapper without graph breaks,
-which is why this one patch stays a wrapt wrapper: dynamo breaks the graph on the plain function that
-:func:`otel_ml.instrumentation.registry.class_patch` makes for scikit-learn's methods.
+How: ``torch.nn.Module.__call__`` is replaced once, when ``torch`` is imported (at once if it already is, through
+a post-import hook otherwise: instrumenting never imports torch itself), by a function that calls the original
+through the wrapper (:func:`otel_ml.instrumentation.registry.class_patch`); ``uninstrument()`` puts the original
+back. A context variable marks the running measured call, so a nested module call costs one check of it.
+Modules are never modified: ``torch.save`` output is unchanged. ``torch.compile`` (dynamo) traces through the
+patch in one graph: its first check is ``torch.compiler.is_compiling()``, which dynamo folds to ``True``.
 Known limit: ``nn.DataParallel`` runs its replicas in plain threads, which do not see that flag, so each replica
 in eval mode counts on its own.
 """
@@ -121,7 +120,6 @@ _patch: tuple[type, Any, Any] | None = None  # (nn.Module, original __call__, ou
 _patch_lock = threading.Lock()
 _hooked = False
 _tensor: Any = type(None)  # torch.Tensor once torch is imported
-_is_compiling: Callable[[], bool] = lambda: False  # noqa: E731
 
 
 class _Model:
@@ -142,7 +140,7 @@ def _call_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, .
     if options is None or instance is None or config.settings.disabled or _get_model_active() is not None:
         return wrapped(*args, **kwargs)
     module = instance._orig_mod if type(instance).__name__ == "OptimizedModule" else instance
-    if (module.training and not options.count_training) or not options.allows(module) or _is_compiling():
+    if (module.training and not options.count_training) or not options.allows(module):
         return wrapped(*args, **kwargs)
     x = args[0] if args else next(iter(kwargs.values()), None)
     model = _model(module, x, options)
@@ -228,7 +226,7 @@ def _build(module: Any, x: Any, options: _Options) -> _Model:
 
 def _on_torch(module: Any) -> None:
     """Post-import hook of ``torch``: wrap ``nn.Module.__call__`` once."""
-    global _patch, _tensor, _is_compiling
+    global _patch, _tensor
     if _options is None:
         return
     try:
@@ -238,8 +236,8 @@ def _on_torch(module: Any) -> None:
             base = module.nn.Module
             original = base.__dict__["__call__"]
             _tensor = module.Tensor
-            _is_compiling = getattr(getattr(module, "compiler", None), "is_compiling", None) or (lambda: False)
-            wrapper = registry.ClassWrapper(original, _call_wrapper)
+            compiling = getattr(getattr(module, "compiler", None), "is_compiling", None)  # None: no dynamo
+            wrapper = registry.class_patch(original, _call_wrapper, bypass=compiling)
             base.__call__ = wrapper
             _patch = (base, original, wrapper)
     except Exception as exc:  # runs inside the application's `import torch`: never raise there

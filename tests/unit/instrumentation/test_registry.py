@@ -102,3 +102,19 @@ def test_other_descriptors_are_patched_with_a_class_wrapper() -> None:
     prop = functools.partialmethod(_Model.predict, 5)  # a method-like descriptor that is not a function
     patch = registry.class_patch(prop, lambda w, i, a, k: w(*a, **k))
     assert isinstance(patch, registry.ClassWrapper) and registry.is_patch(patch)
+
+
+def test_a_true_bypass_sends_the_call_to_the_original_before_anything_else() -> None:
+    """torch passes ``torch.compiler.is_compiling`` (folded to True by dynamo while it traces)."""
+    original = _Model.__dict__["predict"]
+    seen: list[Any] = []
+    compiling = [False]
+    patch = registry.class_patch(original, lambda w, i, a, k: seen.append(i) or w(*a, **k), bypass=lambda: compiling[0])
+    _Model.predict = patch  # type: ignore[method-assign]
+    try:
+        model = _Model()
+        assert model.predict(1) == 2 and seen == [model]
+        compiling[0] = True
+        assert model.predict(1) == 2 and seen == [model]  # the wrapper skipped, outside any measured call too
+    finally:
+        _Model.predict = original  # type: ignore[method-assign]

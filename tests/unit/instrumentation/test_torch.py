@@ -42,7 +42,7 @@ class MLP(nn.Module):
 def test_submodules_of_a_measured_call_never_enter_the_wrapper(
     th_tel: InMemoryTelemetry, entries: Callable[[Any], list[object]]
 ) -> None:
-    """wrapt calls the submodules' ``__call__`` directly inside a measured call (``registry.wrapping``)."""
+    """The class patch calls the submodules' ``__call__`` directly inside a measured call (``registry.wrapping``)."""
     model = MLP().eval()
     entered = entries(torch_inst)
     with torch.no_grad():
@@ -320,8 +320,8 @@ def test_switched_off(instrument: Callable[..., InMemoryTelemetry], env: pytest.
 
 
 def test_dynamo_traces_an_instrumented_module_in_one_graph(th_tel: InMemoryTelemetry) -> None:
-    """``nn.Module.__call__`` stays a wrapt wrapper: dynamo traces through it, where a Python function patch
-    splits the graph."""
+    """The ``nn.Module.__call__`` patch checks ``torch.compiler.is_compiling()`` first, which dynamo folds to
+    ``True``: it traces straight into the original instead of breaking the graph at the context variable."""
     import torch._dynamo as dynamo
 
     dynamo.reset()  # frames compiled by earlier tests would be reused, not traced
