@@ -55,7 +55,7 @@ def class_patch(original: Any, wrapper: Callable[..., Any], bypass: Callable[[],
     ``bypass`` is checked first: torch passes ``torch.compiler.is_compiling``, which dynamo folds to ``True``
     while it traces, so a compiled module traces straight into the original (one graph, no break at the context
     variable). Any other method-like descriptor (``available_if``, which decides whether the method exists at
-    all) is wrapped as it is, in a :class:`ClassWrapper`.
+    all) is wrapped as it is, in a :class:`ClassWrapper`, which has no ``bypass``.
     """
     if not inspect.isfunction(original):
         return ClassWrapper(original, wrapper)
@@ -83,7 +83,8 @@ def is_patch(attribute: object) -> bool:
 
 class ClassWrapper(wrapt.FunctionWrapper):
     """The ``wrapt.FunctionWrapper`` that patches a method-like descriptor other than a function (see
-    :func:`class_patch`), skipped inside measured calls.
+    :func:`class_patch`), and torch's ``nn.Module.__call__`` where ``torch.compiler.is_compiling`` is missing;
+    skipped inside measured calls.
 
     While :data:`wrapping` is ``False``, looking the method up on an instance binds the original itself: no bound
     wrapper is made and no wrapper code runs. ``enabled=wrapping.get`` still covers a bound method taken earlier.

@@ -236,8 +236,11 @@ def _on_torch(module: Any) -> None:
             base = module.nn.Module
             original = base.__dict__["__call__"]
             _tensor = module.Tensor
-            compiling = getattr(getattr(module, "compiler", None), "is_compiling", None)  # None: no dynamo
-            wrapper = registry.class_patch(original, _call_wrapper, bypass=compiling)
+            compiling = getattr(getattr(module, "compiler", None), "is_compiling", None)
+            if compiling is not None:  # dynamo folds it to True: it traces the function patch in one graph
+                wrapper = registry.class_patch(original, _call_wrapper, bypass=compiling)
+            else:  # a torch without torch.compiler.is_compiling: the wrapt wrapper, which dynamo traces through
+                wrapper = registry.ClassWrapper(original, _call_wrapper)
             base.__call__ = wrapper
             _patch = (base, original, wrapper)
     except Exception as exc:  # runs inside the application's `import torch`: never raise there

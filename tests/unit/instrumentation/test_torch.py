@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -329,3 +331,23 @@ def test_dynamo_traces_an_instrumented_module_in_one_graph(th_tel: InMemoryTelem
     with torch.no_grad():
         explained = dynamo.explain(model)(DIGITS[:4])
     assert (explained.graph_count, explained.graph_break_count) == (1, 0)
+
+
+def test_a_torch_without_compiler_is_compiling_gets_the_wrapt_wrapper(
+    th_tel: InMemoryTelemetry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the check dynamo folds, a function patch would split compiled graphs: the wrapt wrapper instead."""
+
+    def patched_call(module: SimpleNamespace) -> Any:
+        class Module:
+            def __call__(self, x: Any) -> Any:
+                return x
+
+        monkeypatch.setattr(torch_inst, "_patch", None)  # as before torch's first import
+        torch_inst._on_torch(SimpleNamespace(nn=SimpleNamespace(Module=Module), Tensor=torch.Tensor, **vars(module)))
+        return inspect.getattr_static(Module, "__call__")
+
+    old = patched_call(SimpleNamespace(compiler=SimpleNamespace()))
+    assert isinstance(old, registry.ClassWrapper)
+    new = patched_call(SimpleNamespace(compiler=SimpleNamespace(is_compiling=lambda: False)))
+    assert inspect.isfunction(new) and registry.is_patch(new)
