@@ -118,3 +118,93 @@ def test_a_true_bypass_sends_the_call_to_the_original_before_anything_else() -> 
         assert model.predict(1) == 2 and seen == [model]  # the wrapper skipped, outside any measured call too
     finally:
         _Model.predict = original  # type: ignore[method-assign]
+
+
+_SHARED: list[int] = []
+
+
+class _Every:
+    """Every kind of parameter, defaults included (one of them a shared mutable object)."""
+
+    def call(self, a, /, b, c=2, *rest, d, e=_SHARED, **extra):  # type: ignore[no-untyped-def]
+        return (self, a, b, c, rest, d, e, extra)
+
+
+_CALLS: list[tuple[tuple[Any, ...], dict[str, Any]]] = [
+    ((1, 2), {"d": 4}),
+    ((1,), {"b": 2, "d": 4}),
+    ((1, 2, 3, 5, 6), {"d": 4, "e": [9], "z": 7}),
+    ((1, 2, 3), {"d": 4, "zz": None}),
+]
+
+
+@pytest.mark.parametrize(("args", "kwargs"), _CALLS)
+def test_the_patch_takes_the_originals_own_parameters_and_passes_the_same_call_on(
+    args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    original = _Every.__dict__["call"]
+    seen: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+
+    def wrapper(wrapped: Any, instance: Any, a: tuple[Any, ...], k: dict[str, Any]) -> Any:
+        seen.append((a, k))
+        return wrapped(*a, **k)
+
+    patch = registry.class_patch(original, wrapper)
+    # no *args/**kwargs repacking: the code takes exactly what the original's takes
+    for attribute in ("co_argcount", "co_posonlyargcount", "co_kwonlyargcount"):
+        assert getattr(patch.__code__, attribute) == getattr(original.__code__, attribute)
+    assert patch.__defaults__ == original.__defaults__ and patch.__kwdefaults__["e"] is _SHARED
+    _Every.call = patch  # type: ignore[method-assign]
+    try:
+        model = _Every()
+        expected = original(model, *args, **kwargs)
+        assert model.call(*args, **kwargs) == expected  # through the wrapper
+        positional, keywords = seen[-1]
+        assert positional[:2] == (1, 2) and keywords["d"] == 4  # the positional parameters after self, by position
+        assert keywords["e"] is expected[6]  # the default itself when not given
+        tokens = registry.enter(object())
+        try:
+            assert model.call(*args, **kwargs) == expected  # nested: the original alone
+            assert model.call(*args, **kwargs)[6] is expected[6]
+        finally:
+            registry.leave(tokens)
+        assert len(seen) == 1
+    finally:
+        _Every.call = original  # type: ignore[method-assign]
+
+
+def test_a_wrong_call_raises_the_originals_own_type_error_text_and_tracebacks_name_the_method() -> None:
+    original = _Every.__dict__["call"]
+    patch = registry.class_patch(original, lambda w, i, a, k: w(*a, **k))
+    for bad in ((), (_Every(),), (_Every(), 1, 2)):  # no self; no a, b; no d
+        with pytest.raises(TypeError) as theirs:
+            original(*bad)
+        with pytest.raises(TypeError) as ours:
+            patch(*bad)
+        assert str(ours.value) == str(theirs.value)
+
+    def fails(self: Any, x: int) -> int:
+        raise ValueError(x)
+
+    with pytest.raises(ValueError) as raised:
+        registry.class_patch(fails, lambda w, i, a, k: w(*a, **k))(object(), 1)  # through the patch's frame
+    tb, frames = raised.tb, []
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code)
+        tb = tb.tb_next
+    assert [c.co_name for c in frames if c.co_filename.startswith("<otel-ml patch of")] == ["fails"]
+
+
+def test_a_function_whose_parameters_cannot_be_reproduced_is_patched_with_varargs() -> None:
+    def declared(self: Any, x: int) -> int:
+        return x
+
+    declared.__signature__ = inspect.signature(lambda self, y: None)  # type: ignore[attr-defined]
+
+    def clashing(self: Any, _otel_ml_on: int) -> int:
+        return _otel_ml_on
+
+    for original in (declared, clashing):
+        patch = registry.class_patch(original, lambda w, i, a, k: w(*a, **k) * 2)
+        assert patch.__code__.co_flags & inspect.CO_VARARGS and patch.__code__.co_flags & inspect.CO_VARKEYWORDS
+        assert patch(object(), 3) == 6

@@ -23,7 +23,7 @@ def _hostile(rows: int, width: int) -> np.ndarray:
     return m
 
 
-@pytest.mark.parametrize("rows", [500, 5000])  # complex-keyed positions, and per-column ones past 4,096 rows
+@pytest.mark.parametrize("rows", [500, 4097, 5000])  # complex-keyed positions, and per-column ones past 4,096 rows
 def test_sorted_columns_counts_and_moments_match_each_column(rows: int) -> None:
     m = _hostile(rows, 5)
     cols = SortedColumns.of(m)
@@ -44,6 +44,26 @@ def test_sorted_columns_counts_and_moments_match_each_column(rows: int) -> None:
         if finite.size:
             assert cols.mean[j] == pytest.approx(finite.mean(), rel=1e-12)
             assert cols.m2[j] == pytest.approx(((finite - finite.mean()) ** 2).sum(), rel=1e-9)
+
+
+@pytest.mark.parametrize("rows", [4000, 4100])  # both search paths
+def test_positions_at_ties_nan_tails_and_both_ends(rows: int) -> None:
+    """Points on the values themselves, inside long runs of ties, below every value and above every value."""
+    m = np.column_stack(
+        (
+            np.arange(rows, dtype=np.float64),
+            np.repeat(np.arange(rows // 40 + 1.0), 40)[:rows],  # runs of 40 ties
+            np.where(np.arange(rows) < rows - 9, np.arange(rows) / 7.0, np.nan),  # NaN tail
+        )
+    )
+    cols = SortedColumns.of(m)
+    edges = [-1.0, 0.0, 14.0, 15.0, 16.0, 17.0, rows - 5.0, rows - 1.0, rows + 1.0]
+    points = np.array([edges, [-1.0, 0.0, 0.5, 1.0, 3.0, 50.0, rows / 40 - 1, rows / 40, 1e9], np.array(edges) / 7.0])
+    left, right = cols.positions(points)
+    for j in range(3):
+        present = np.sort(m[~np.isnan(m[:, j]), j])
+        np.testing.assert_array_equal(left[j], present.searchsorted(points[j], side="left"))
+        np.testing.assert_array_equal(right[j], present.searchsorted(points[j], side="right"))
 
 
 def test_finite_batches_give_bit_identical_sketches() -> None:
