@@ -165,6 +165,7 @@ class InputMonitor:
         self._filled = 0
         self._capacity = 0  # rows of the next buffer: its limit once one has filled
         self._spare: np.ndarray | None = None  # a full buffer the worker is done with, reused (no fresh pages)
+        self._buffered_since = 0.0  # time.monotonic() when the buffer's first row came
         self._features: dict[str, _Feature] = {}
         self._ranks: tuple[Reference, list[str], RankTable] | None = None
         self._numeric_window: tuple[list[str], SlidingWindow[ColumnSketches]] | None = None
@@ -238,6 +239,8 @@ class InputMonitor:
                 buf, filled = None, 0
             while rows.shape[0]:
                 need = filled + rows.shape[0]
+                if buf is None:  # a new buffer: its rows' age starts now (growing one keeps its first row's)
+                    self._buffered_since = time.monotonic()
                 if buf is None or (need > buf.shape[0] and buf.shape[0] < limit):
                     doubled = 2 * buf.shape[0] if buf is not None else 0
                     size = min(limit, max(need, MIN_BUFFER_ROWS, self._capacity, doubled))
@@ -271,11 +274,17 @@ class InputMonitor:
     def flush(self, drift: bool = True) -> None:
         """Hand buffered rows to the worker and, with ``drift``, ask for a drift update (``otel_ml.force_flush``).
 
-        At a metric export (``drift=False``) only the rows move: the worker's own schedule
-        (``OTEL_ML_DRIFT_INTERVAL``) updates drift scores as they are sketched.
+        At a metric export (``drift=False``) only the rows move, and only once the first of them has waited
+        ``OTEL_ML_DRIFT_INTERVAL``: drift is scored at most that often anyway, and each small batch costs the
+        application's busy threads GIL hand-overs (a worker job that releases the GIL dozens of times, next to a
+        thread that keeps it, is stretched over many switch intervals, each hand-over waking a thread). A busy
+        model fills its buffer first; a quiet one's rows reach the sketches within one interval and one export.
         """
         with self._lock:
             part = self._buffer[: self._filled] if self._buffer is not None and self._filled else None
+            young = not drift and time.monotonic() - self._buffered_since < config.settings.drift_interval
+            if part is not None and young:
+                part = None
             if part is not None:  # handed over as it is (the worker hands the buffer back when done)
                 self._buffer, self._filled = None, 0
         if part is not None:

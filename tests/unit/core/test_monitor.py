@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -255,16 +256,27 @@ def test_column_count_changes_and_feature_limit_are_counted(tel: InMemoryTelemet
     assert set(ranks) == {"f0", "f1", "f2"}
 
 
-def test_a_quiet_models_buffered_rows_reach_the_sketches_by_the_next_export(tel: InMemoryTelemetry) -> None:
-    """Fewer rows than the buffer holds and no force_flush: each collection hands the buffer to the worker."""
+def test_a_quiet_models_buffered_rows_reach_the_sketches_after_one_drift_interval(
+    tel: InMemoryTelemetry, env: pytest.MonkeyPatch
+) -> None:
+    """Fewer rows than the buffer holds and no force_flush: a collection hands the buffer to the worker once its
+    first row has waited OTEL_ML_DRIFT_INTERVAL, not before (a small batch per export costs busy threads)."""
+    env.setenv(config.OTEL_ML_DRIFT_INTERVAL, "1")
+    config.reload()
     predict = _model(reference=REF)
     for row in LIVE[:7]:
         predict(row[None, :])
-    first = tel.metrics()  # this collection hands the 7 buffered rows over ...
+    tel.metrics()  # the rows are younger than the interval: they stay buffered
+    assert runtime.get().worker.drain(10)
+    assert tel.points(semconv.FEATURE_RANK, tel.metrics()) == []
+    predict(LIVE[7:8])
+    time.sleep(1.1)  # the first row is now older than the interval; the eighth is not, and goes with it
+    first = tel.metrics()  # this collection hands the 8 buffered rows over ...
     assert tel.points(semconv.FEATURE_RANK, first) == []
+    assert runtime.get().worker.drain(10)
     ranks = _by_feature(tel.points(semconv.FEATURE_RANK))  # ... the next one carries them
-    assert ranks["mean radius"].count == 7
-    assert {p.count for p in ranks.values()} == {7}
+    assert ranks["mean radius"].count == 8
+    assert {p.count for p in ranks.values()} == {8}
 
 
 def test_numeric_columns_from_pandas_and_numpy_give_the_same_sketches(tel: InMemoryTelemetry) -> None:
@@ -378,7 +390,7 @@ def test_calls_below_the_limit_reach_the_worker_together(tel: InMemoryTelemetry)
     assert monitor.batches == [(8738, True), (8738, True)]  # type: ignore[attr-defined]
     assert monitor.rows_processed == 2 * 8738 and monitor._filled == 20_000 - 2 * 8738
     monitor.observe(TRAIN[:8738])  # a call as large as the buffer goes on its own, as it came
-    monitor.flush(drift=False)
+    monitor.flush()
     _drained()
     assert monitor.batches[2:] == [(8738, False), (20_000 - 2 * 8738, True)]  # type: ignore[attr-defined]
     assert monitor.rows_processed == monitor.rows_observed == 28_738
@@ -415,7 +427,7 @@ def test_a_processed_buffer_is_reused_for_the_next_rows(tel: InMemoryTelemetry) 
         monitor.observe(LIVE[:1000])
     assert monitor._buffer is first and monitor._spare is None
     assert np.array_equal(first[:524], LIVE[476:1000])
-    monitor.flush(drift=False)  # a flush hands over a view of the filled rows: the whole buffer comes back
+    monitor.flush()  # a flush hands over a view of the filled rows: the whole buffer comes back
     _drained()
     assert monitor._spare is first and monitor.rows_processed == 18_000
     assert monitor.batches == [(8738, True), (8738, True), (524, True)]  # type: ignore[attr-defined]
@@ -443,7 +455,7 @@ def test_a_smaller_buffer_setting_hands_the_buffered_rows_over(tel: InMemoryTele
     env.setenv(config.OTEL_ML_SKETCH_BUFFER_ROWS, "100")
     config.reload()
     monitor.observe(LIVE[500:550])
-    monitor.flush(drift=False)
+    monitor.flush()
     _drained()
     assert monitor.batches == [(500, True), (50, True)]  # type: ignore[attr-defined]
     assert monitor.rows_processed == 550 and guard.error_counts() == errors
