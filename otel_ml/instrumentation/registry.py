@@ -84,70 +84,86 @@ def _varargs_forwarder(
     return patched
 
 
-class _Name:
-    """A default value rendered as the name it is bound to in the generated function's namespace."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
 _PREFIX = "_otel_ml_"
-_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
 
 def _forwarder(
     original: types.FunctionType, wrapper: Callable[..., Any], bypass: Callable[[], bool] | None
 ) -> types.FunctionType | None:
-    """The patch with ``original``'s own parameters and defaults (the same objects), or ``None`` where they
-    cannot be reproduced. The wrapper then gets the positional parameters after ``self``, defaults included, as
+    """The patch with ``original``'s own parameters and defaults (the same objects), read from its code object
+    (what a call binds to, whatever a declared ``__signature__`` says); ``None`` if a name would clash with
+    the patch's own. The wrapper then gets the positional parameters after ``self``, defaults included, as
     ``args``, and the keyword-only ones as ``kwargs``: the same call to the original."""
-    if "__signature__" in vars(original):  # a declared signature need not be the one the code takes
+    theirs = original.__code__
+    n_positional, n_keyword_only = theirs.co_argcount, theirs.co_kwonlyargcount
+    names = theirs.co_varnames[: n_positional + n_keyword_only + bool(theirs.co_flags & inspect.CO_VARARGS)
+                               + bool(theirs.co_flags & inspect.CO_VARKEYWORDS)]  # fmt: skip
+    if not n_positional or any(name.startswith(_PREFIX) for name in names):
         return None
-    params = list(inspect.signature(original, follow_wrapped=False).parameters.values())
-    if not params or params[0].kind not in _POSITIONAL or any(p.name.startswith(_PREFIX) for p in params):
-        return None
-    namespace: dict[str, Any] = {
+    at = iter(names[n_positional + n_keyword_only :])
+    var_positional = next(at) if theirs.co_flags & inspect.CO_VARARGS else None
+    var_keyword = next(at) if theirs.co_flags & inspect.CO_VARKEYWORDS else None
+    # defaults are placeholders in the code: the function takes the original's own __defaults__ / __kwdefaults__
+    code = _code(
+        names[:n_positional],
+        theirs.co_posonlyargcount,
+        len(original.__defaults__ or ()),
+        names[n_positional : n_positional + n_keyword_only],
+        frozenset(original.__kwdefaults__ or ()),
+        var_positional,
+        var_keyword,
+    )
+    attributes = {a: getattr(theirs, a) for a in ("co_name", "co_qualname") if hasattr(theirs, a)}  # 3.11+
+    namespace = {
         f"{_PREFIX}original": original,
         f"{_PREFIX}wrapper": wrapper,
         f"{_PREFIX}on": wrapping.get,
         f"{_PREFIX}bind": types.MethodType,
         f"{_PREFIX}bypass": bypass,
+        "__builtins__": __builtins__,
     }
-    declared = []
-    for i, p in enumerate(params):
-        default: Any = p.empty
-        if p.default is not p.empty:
-            default = _Name(f"{_PREFIX}default{i}")
-            namespace[default.name] = p.default
-        declared.append(p.replace(annotation=p.empty, default=default))
-    signature = str(inspect.Signature(declared))
-    self_name, rest = params[0].name, params[1:]
-    positional = [p.name for p in rest if p.kind in _POSITIONAL]
-    positional += [f"*{p.name}" for p in rest if p.kind is p.VAR_POSITIONAL]
-    keywords = [f"{p.name}={p.name}" for p in rest if p.kind is p.KEYWORD_ONLY]
-    keywords += [f"**{p.name}" for p in rest if p.kind is p.VAR_KEYWORD]
-    as_dict = [f"{p.name!r}: {p.name}" for p in rest if p.kind is p.KEYWORD_ONLY]
-    as_dict += [f"**{p.name}" for p in rest if p.kind is p.VAR_KEYWORD]
-    skip = f"{_PREFIX}bypass() or " if bypass is not None else ""
-    source = (
-        f"def patched{signature}:\n"
-        f"    if {skip}not {_PREFIX}on() or {self_name} is None:\n"
-        f"        return {_PREFIX}original({', '.join([self_name, *positional, *keywords])})\n"
-        f"    return {_PREFIX}wrapper({_PREFIX}bind({_PREFIX}original, {self_name}), {self_name}, "
-        f"({''.join(f'{a}, ' for a in positional)}), {{{', '.join(as_dict)}}})\n"
-    )
-    exec(compile(source, f"<otel-ml patch of {original.__qualname__}>", "exec"), namespace)
-    patched: types.FunctionType = namespace["patched"]
-    mine, theirs = patched.__code__, original.__code__
-    shape = ("co_argcount", "co_posonlyargcount", "co_kwonlyargcount")
-    if any(getattr(mine, a) != getattr(theirs, a) for a in shape) or (mine.co_flags ^ theirs.co_flags) & 0x0C:
-        return None  # 0x04 / 0x08: *args / **kwargs
-    names = {a: getattr(theirs, a) for a in ("co_name", "co_qualname") if hasattr(theirs, a)}  # co_qualname: 3.11+
-    patched.__code__ = mine.replace(**names)  # tracebacks name the original's method, not 'patched'
+    # the original's names in tracebacks, not "patched"
+    patched = types.FunctionType(code.replace(**attributes), namespace, original.__name__, original.__defaults__)
+    patched.__kwdefaults__ = dict(original.__kwdefaults__) if original.__kwdefaults__ else None
     return patched
+
+
+@functools.lru_cache(maxsize=512)
+def _code(
+    positional: tuple[str, ...],
+    positional_only: int,
+    defaults: int,
+    keyword_only: tuple[str, ...],
+    keyword_defaults: frozenset[str],
+    var_positional: str | None,
+    var_keyword: str | None,
+) -> types.CodeType:
+    """The compiled forwarder for one parameter list (compiled once: many methods share ``(self, X)``)."""
+    declared = []
+    for i, name in enumerate(positional):
+        declared.append(f"{name}=None" if i >= len(positional) - defaults else name)
+        if i == positional_only - 1:
+            declared.append("/")
+    if var_positional is not None or keyword_only:
+        declared.append(f"*{var_positional or ''}")
+    declared += [f"{name}=None" if name in keyword_defaults else name for name in keyword_only]
+    declared += [f"**{var_keyword}"] if var_keyword is not None else []
+    self_name, rest = positional[0], list(positional[1:])
+    rest += [f"*{var_positional}"] if var_positional is not None else []
+    varkw = [f"**{var_keyword}"] if var_keyword is not None else []
+    keywords = [f"{name}={name}" for name in keyword_only] + varkw
+    as_dict = [f"{name!r}: {name}" for name in keyword_only] + varkw
+    source = (
+        f"def patched({', '.join(declared)}):\n"
+        f"    if ({_PREFIX}bypass is not None and {_PREFIX}bypass()) or not {_PREFIX}on() or {self_name} is None:\n"
+        f"        return {_PREFIX}original({', '.join([self_name, *rest, *keywords])})\n"
+        f"    return {_PREFIX}wrapper({_PREFIX}bind({_PREFIX}original, {self_name}), {self_name}, "
+        f"({''.join(f'{a}, ' for a in rest)}), {{{', '.join(as_dict)}}})\n"
+    )
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "<otel-ml class patch>", "exec"), namespace)
+    code: types.CodeType = namespace["patched"].__code__
+    return code
 
 
 def is_patch(attribute: object) -> bool:
