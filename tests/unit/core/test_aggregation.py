@@ -759,3 +759,104 @@ def test_series_beyond_the_cardinality_limit_add_up_in_one_overflow_series(env: 
     counts = metrics["ml.test.count"].data.data_points
     assert sum(p.value for p in counts) == sum(i % 7 + 1 for i in range(5000))  # totals preserved
     assert sum(p.count for p in metrics["ml.test.hist"].data.data_points) == 5000
+
+
+# -- arrays are bucketed at export ------------------------------------------------------------------------------
+def _inline_reference(calls: list[tuple[Any, Any]]) -> tuple[list[int], dict[int, tuple[float, int, int]]]:
+    """Bucket counts and per-bucket exemplars (value, trace id, span id) of ``calls`` taken one by one."""
+    counts = [0] * (len(BOUNDS) + 1)
+    exemplars: dict[int, tuple[float, int, int]] = {}
+    for values, ctx in calls:
+        for v in np.atleast_1d(values).tolist():
+            i = int(np.searchsorted(BOUNDS, v, side="left"))
+            counts[i] += 1
+            if ctx is not None and ctx.trace_flags.sampled:
+                exemplars[i] = (v, ctx.trace_id, ctx.span_id)
+    return counts, exemplars
+
+
+def test_arrays_recorded_between_exports_equal_bucketing_each_call_at_once() -> None:
+    """Calls of arrays and single values, sampled or not, on bounds or not: the export has the same counts, sum,
+    min, max and exemplars (the last sampled value per bucket) as bucketing every call when it was made."""
+    rng = np.random.default_rng(7)
+    _, hist = _histogram()
+    contexts = [SAMPLED_A, SAMPLED_B, UNSAMPLED, None]
+    calls: list[tuple[Any, Any]] = []
+    for k in range(60):
+        ctx = contexts[int(rng.integers(0, 4))]
+        if k % 5 == 4:
+            value = float(rng.choice([0.25, 1.0, 0.1, 9.0]))
+            hist.record_one(value, ATTRS, KEY, ctx)
+            calls.append((value, ctx))
+        else:
+            values = np.concatenate((rng.uniform(-0.5, 3.0, int(rng.integers(1, 40))), rng.choice(BOUNDS, 3)))
+            hist.record(values, ATTRS, KEY, ctx)
+            calls.append((values, ctx))
+    every = np.concatenate([np.atleast_1d(v) for v, _ in calls])
+    assert hist.totals() == [(ATTRS, every.size, pytest.approx(float(every.sum())))]  # exact before the export
+    counts, exemplars = _inline_reference(calls)
+    point = _point(hist)
+    assert list(point.bucket_counts) == counts and point.count == every.size
+    assert point.sum == pytest.approx(float(every.sum())) and (point.min, point.max) == (every.min(), every.max())
+    ex = {int(np.searchsorted(BOUNDS, e.value, side="left")): (e.value, e.trace_id, e.span_id) for e in point.exemplars}
+    assert ex == exemplars
+    hist.record(np.array([0.3]), ATTRS, KEY, SAMPLED_A)  # after an export: pending again, counted at the next
+    assert _point(hist).count == every.size + 1
+
+
+def test_a_single_value_after_pending_arrays_keeps_its_later_exemplar() -> None:
+    _, hist = _histogram()
+    hist.record(np.array([0.3, 0.7]), ATTRS, KEY, SAMPLED_A)  # buckets 2 and 3, not bucketed yet
+    hist.record_one(0.4, ATTRS, KEY, SAMPLED_B)  # bucket 2: the later call's
+    got = [(e.value, e.span_id) for e in _point(hist).exemplars]
+    assert got == [(0.4, SPAN_B), (0.7, SPAN_A)]
+
+
+def test_a_view_is_copied_and_a_full_series_buckets_on_the_recording_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    from otel_ml._core import aggregation
+
+    _, hist = _histogram()
+    base = np.array([0.1, 0.2, 3.0, 4.0])
+    hist.record(base[:2], ATTRS, KEY, None)  # a view of an array the caller goes on to change
+    base[:2] = 9.0
+    monkeypatch.setattr(aggregation, "PENDING_VALUES", 5)
+    hist.record(np.array([0.3, 0.4]), ATTRS, KEY, None)  # 4 values pending: below the limit
+    series = hist._series[KEY]
+    assert series.pending_values == 4 and list(series.counts) == [0] * 6
+    hist.record(np.array([0.6]), ATTRS, KEY, None)  # the fifth: all five bucketed now, none left pending
+    assert series.pending == [] and list(series.counts) == [0, 2, 2, 1, 0, 0] and series.high == 0.6
+    assert list(_point(hist).bucket_counts) == [0, 2, 2, 1, 0, 0]
+
+
+def test_recording_threads_lose_nothing_to_concurrent_exports() -> None:
+    import threading
+
+    _, hist = _histogram()
+    stop = threading.Event()
+    sizes: list[int] = []
+
+    def record(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        for _ in range(400):
+            values = rng.uniform(0.0, 3.0, int(rng.integers(1, 50)))
+            hist.record(values, ATTRS, KEY, SAMPLED_A)
+            hist.record_one(0.5, ATTRS, KEY, None)
+            sizes.append(values.size + 1)
+
+    exports = [0]
+
+    def export() -> None:
+        while not stop.is_set():
+            exports[0] += hist.snapshot(time.time_ns()) is not None
+
+    threads = [threading.Thread(target=record, args=(seed,)) for seed in range(3)]
+    exporter = threading.Thread(target=export)
+    exporter.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    exporter.join()
+    point = _point(hist)
+    assert point.count == sum(sizes) == sum(point.bucket_counts) and exports[0] > 0
