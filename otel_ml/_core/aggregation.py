@@ -13,8 +13,7 @@ Trade-off: SDK Views do not apply to these instruments (their buckets are set in
 When nothing merges (the application built its own metric readers), every value goes through a real SDK
 instrument instead (:class:`FallbackSink`): single values and counters inline, arrays one by one on the
 background worker. Exemplars: each histogram bucket keeps the latest value recorded inside a sampled span,
-as the SDK's trace-based exemplar filter would. Arrays recorded inside predict calls are bucketed at export,
-all of a series' pending calls at once (:data:`PENDING_VALUES`).
+as the SDK's trace-based exemplar filter would.
 """
 
 from __future__ import annotations
@@ -60,13 +59,6 @@ GRID_CELLS = 4096
 TABLE_MIN_VALUES = 4096
 """Smaller arrays take the binary search: one numpy call, where the table takes five. Right after a model's own
 work has evicted the caches, each call costs a few µs, which a 1,000-value array does not win back."""
-PENDING_VALUES = 16_384
-"""Values an array-recording series keeps unbucketed (128 KiB of float64) before it buckets them on the recording
-thread: :meth:`VectorHistogram.record` counts a call's values, sum, minimum and size at once but leaves bucketing,
-maximum and exemplars to the next export, which does all pending calls of the series in one vectorised pass
-(16 calls of 1,000 values bucket in one table lookup instead of 16 binary searches), mostly off the predict call.
-Right after a model's own work has evicted the caches, the binary search costs the call several times its
-tight-loop time."""
 
 
 class FallbackSink(Protocol):
@@ -98,19 +90,7 @@ def _admit(
 class _HistogramSeries:
     """Cumulative state of one histogram series, with one exemplar slot per bucket."""
 
-    __slots__ = (
-        "attributes",
-        "counts",
-        "ex_ids",
-        "ex_value",
-        "high",
-        "low",
-        "n",
-        "pending",
-        "pending_values",
-        "start_ns",
-        "total",
-    )
+    __slots__ = ("attributes", "counts", "ex_ids", "ex_value", "high", "low", "n", "start_ns", "total")
 
     def __init__(self, attributes: Attributes, buckets: int) -> None:
         self.attributes = dict(attributes)
@@ -124,9 +104,6 @@ class _HistogramSeries:
         # per bucket: None, or the (trace id, span id, time ns) of its exemplar: one tuple per call, shared by the
         # buckets the call hit (a Python list: writing a few tuples costs less than a masked numpy write)
         self.ex_ids: list[tuple[int, int, int] | None] = [None] * buckets
-        # recorded arrays not bucketed yet, in order, each with its call's exemplar ids (None: not sampled)
-        self.pending: list[tuple[np.ndarray, tuple[int, int, int] | None]] = []
-        self.pending_values = 0
 
 
 def bucket_table(bounds: np.ndarray) -> tuple[float, np.ndarray, np.ndarray] | None:
@@ -207,51 +184,33 @@ class VectorHistogram:
         low: float | None = None,
     ) -> None:
         """Add finite 1-D float64 ``values`` to the series ``attributes`` (``key`` is its frozenset); ``total`` and
-        ``low``, when the caller has them, are the values' sum and minimum. Count, sum and minimum are added now;
-        bucket counts, maximum and exemplars at the next export (:data:`PENDING_VALUES`). ``values`` is kept
-        until then (a view is copied): the caller must not change it."""
+        ``low``, when the caller has them, are the values' sum and minimum."""
         if values.size == 0:
             return
         if not self._owner.merging:
             if self._owner.fallback is not None:
                 self._owner.fallback.histogram_values(self, values, attributes)
             return
-        # the ufuncs' reductions themselves: ndarray.sum/min first run a Python-level wrapper each
+        idx = self.buckets(values)
+        counts = np.bincount(idx, minlength=len(self.bounds_list) + 1)
+        # the ufuncs' reductions themselves: ndarray.sum/min/max first run a Python-level wrapper each
         total = float(_sum(values)) if total is None else total
         low = float(_min(values)) if low is None else low
-        ids = _ids(ctx) if ctx is not None and ctx.trace_flags.sampled else None
-        kept = values.copy() if values.base is not None or not values.flags.owndata else values
+        high = float(_max(values))
+        sampled = ctx is not None and ctx.trace_flags.sampled
         with self._lock:
             s = self._get(key, attributes)
+            s.counts += counts
             s.total += total
             s.n += values.size
             s.low = low if low < s.low else s.low
-            s.pending.append((kept, ids))
-            s.pending_values += values.size
-            if s.pending_values >= PENDING_VALUES:
-                self._bucket_pending(s)
-
-    def _bucket_pending(self, s: _HistogramSeries) -> None:
-        """Bucket ``s``'s pending arrays in one pass (under the lock): counts, maximum, and per bucket the last
-        value a sampled call put there, with that call's ids, as recording them one by one would have."""
-        pending, s.pending, s.pending_values = s.pending, [], 0
-        if not pending:
-            return
-        values = pending[0][0] if len(pending) == 1 else np.concatenate([v for v, _ in pending])
-        idx = self.buckets(values)
-        s.counts += np.bincount(idx, minlength=len(self.bounds_list) + 1)
-        high = float(_max(values))
-        s.high = high if high > s.high else s.high
-        start = 0
-        for part, ids in pending:
-            stop = start + part.size
-            if ids is not None:
-                hit = idx[start:stop]
-                s.ex_value[hit] = part  # a value of this call per bucket it hit (the last one in the array)
-                slots = s.ex_ids
-                for i in np.unique(hit).tolist():  # the call's ids go to those few buckets
+            s.high = high if high > s.high else s.high
+            if sampled:
+                assert ctx is not None
+                s.ex_value[idx] = values  # a value of this call per bucket it hit
+                ids, slots = _ids(ctx), s.ex_ids
+                for i in counts.nonzero()[0].tolist():  # the call's ids go to those few buckets
                     slots[i] = ids
-            start = stop
 
     def record_one(self, value: float, attributes: Attributes, key: AttributesKey, ctx: SpanContext | None) -> None:
         """Add one value (the per-call path, e.g. a duration): ``bisect``, no numpy temporaries."""
@@ -262,21 +221,16 @@ class VectorHistogram:
         i = bisect.bisect_left(self.bounds_list, value)
         with self._lock:
             s = self._get(key, attributes)
+            s.counts[i] += 1
             s.total += value
             s.n += 1
             if value < s.low:
                 s.low = value
-            ids = _ids(ctx) if ctx is not None and ctx.trace_flags.sampled else None
-            if s.pending:  # behind arrays not bucketed yet: in line after them, so a later exemplar stays later
-                s.pending.append((np.array([value]), ids))
-                s.pending_values += 1
-                return
-            s.counts[i] += 1
             if value > s.high:
                 s.high = value
-            if ids is not None:
+            if ctx is not None and ctx.trace_flags.sampled:
                 s.ex_value[i] = value
-                s.ex_ids[i] = ids
+                s.ex_ids[i] = _ids(ctx)
 
     def record_counts(
         self, counts: np.ndarray, total: float, low: float, high: float, attributes: Attributes, key: AttributesKey
@@ -316,16 +270,13 @@ class VectorHistogram:
                     _add_counts(self._get(key, attributes), row, n, total, lo, hi)
 
     def totals(self) -> list[tuple[Attributes, int, float]]:
-        """(attributes, count, sum) of every series: what derived metrics (e.g. windowed means) read (exact with
-        values still pending: those are counted and summed as they are recorded)."""
+        """(attributes, count, sum) of every series: what derived metrics (e.g. windowed means) read."""
         with self._lock:
             return [(s.attributes, s.n, s.total) for s in self._series.values()]
 
     def snapshot(self, now_ns: int) -> Metric | None:
         """Every series as one cumulative SDK ``Metric`` (``None`` before the first value)."""
         with self._lock:
-            for s in self._series.values():
-                self._bucket_pending(s)
             points = [self._point(s, now_ns) for s in self._series.values()]
         if not points:
             return None
