@@ -51,7 +51,11 @@ BUFFER_VALUES = 1 << 18
 Calls smaller than this are copied into the buffer and reach the worker together: one sort and one pass of
 Python per ~2 MiB instead of per call. Worker time that holds the GIL slows the caller's threads, by more than
 its own length when they keep releasing the GIL (a forest's trees do), so fewer, larger batches cost less."""
-MIN_BUFFER_ROWS = 256  # a buffer's first size; it doubles as rows arrive
+MIN_BUFFER_ROWS = 256
+"""A buffer's first size; it doubles as rows arrive. Fewer buffered rows than this go to the worker at a metric
+export only once the first has waited ``OTEL_ML_DRIFT_INTERVAL``: a worker job costs the application's busy
+threads about the same GIL hand-overs whatever its size, so a short export interval must not turn a trickle of
+rows into a job per export, while a model that fills its first buffer between exports keeps that one buffer."""
 
 
 def buffer_limit(width: int) -> int:
@@ -274,17 +278,17 @@ class InputMonitor:
     def flush(self, drift: bool = True) -> None:
         """Hand buffered rows to the worker and, with ``drift``, ask for a drift update (``otel_ml.force_flush``).
 
-        At a metric export (``drift=False``) only the rows move, and only once the first of them has waited
-        ``OTEL_ML_DRIFT_INTERVAL``: drift is scored at most that often anyway, and each small batch costs the
-        application's busy threads GIL hand-overs (a worker job that releases the GIL dozens of times, next to a
-        thread that keeps it, is stretched over many switch intervals, each hand-over waking a thread). A busy
-        model fills its buffer first; a quiet one's rows reach the sketches within one interval and one export.
+        At a metric export (``drift=False``) only the rows move, and fewer than :data:`MIN_BUFFER_ROWS` only once
+        the first of them has waited ``OTEL_ML_DRIFT_INTERVAL`` (drift is scored at most that often anyway): each
+        job costs the application's busy threads GIL hand-overs (a worker job that releases the GIL dozens of
+        times, next to a thread that keeps it, is stretched over many switch intervals, each hand-over waking a
+        thread). A quiet model's rows reach the sketches within one interval and one export.
         """
         with self._lock:
             part = self._buffer[: self._filled] if self._buffer is not None and self._filled else None
-            young = not drift and time.monotonic() - self._buffered_since < config.settings.drift_interval
-            if part is not None and young:
-                part = None
+            few = not drift and self._filled < MIN_BUFFER_ROWS
+            if part is not None and few and time.monotonic() - self._buffered_since < config.settings.drift_interval:
+                part = None  # a few young rows: they wait for more, or for their age
             if part is not None:  # handed over as it is (the worker hands the buffer back when done)
                 self._buffer, self._filled = None, 0
         if part is not None:

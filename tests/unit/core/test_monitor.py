@@ -15,7 +15,7 @@ from sklearn.datasets import load_breast_cancer
 import otel_ml
 from otel_ml import config, semconv
 from otel_ml._core import guard, runtime
-from otel_ml._core.monitor import BUFFER_VALUES, InputMonitor, MonitorOptions, buffer_limit
+from otel_ml._core.monitor import BUFFER_VALUES, MIN_BUFFER_ROWS, InputMonitor, MonitorOptions, buffer_limit
 from otel_ml.testing import InMemoryTelemetry
 
 DATA = load_breast_cancer(as_frame=True)
@@ -277,6 +277,17 @@ def test_a_quiet_models_buffered_rows_reach_the_sketches_after_one_drift_interva
     ranks = _by_feature(tel.points(semconv.FEATURE_RANK))  # ... the next one carries them
     assert ranks["mean radius"].count == 8
     assert {p.count for p in ranks.values()} == {8}
+
+
+def test_an_export_hands_over_a_first_buffers_worth_of_rows_however_young(tel: InMemoryTelemetry) -> None:
+    """A model that fills its first buffer between exports keeps that one buffer: only a trickle waits."""
+    predict = _model(reference=REF)
+    for start in range(0, MIN_BUFFER_ROWS, 64):
+        predict(LIVE[start : start + 64])  # 256 rows within a second: young, but a first buffer's worth
+    tel.metrics()
+    assert runtime.get().worker.drain(10)
+    ranks = _by_feature(tel.points(semconv.FEATURE_RANK))
+    assert {p.count for p in ranks.values()} == {MIN_BUFFER_ROWS}
 
 
 def test_numeric_columns_from_pandas_and_numpy_give_the_same_sketches(tel: InMemoryTelemetry) -> None:
