@@ -96,13 +96,13 @@ def _forwarder(
     ``args``, and the keyword-only ones as ``kwargs``: the same call to the original."""
     theirs = original.__code__
     n_positional, n_keyword_only = theirs.co_argcount, theirs.co_kwonlyargcount
-    names = theirs.co_varnames[: n_positional + n_keyword_only + bool(theirs.co_flags & inspect.CO_VARARGS)
-                               + bool(theirs.co_flags & inspect.CO_VARKEYWORDS)]  # fmt: skip
+    has_varargs, has_varkw = bool(theirs.co_flags & inspect.CO_VARARGS), bool(theirs.co_flags & inspect.CO_VARKEYWORDS)
+    names = theirs.co_varnames[: n_positional + n_keyword_only + has_varargs + has_varkw]
     if not n_positional or any(name.startswith(_PREFIX) for name in names):
         return None
     at = iter(names[n_positional + n_keyword_only :])
-    var_positional = next(at) if theirs.co_flags & inspect.CO_VARARGS else None
-    var_keyword = next(at) if theirs.co_flags & inspect.CO_VARKEYWORDS else None
+    var_positional = next(at) if has_varargs else None
+    var_keyword = next(at) if has_varkw else None
     # defaults are placeholders in the code: the function takes the original's own __defaults__ / __kwdefaults__
     code = _code(
         names[:n_positional],
@@ -112,6 +112,7 @@ def _forwarder(
         frozenset(original.__kwdefaults__ or ()),
         var_positional,
         var_keyword,
+        bypass is not None,
     )
     attributes = {a: getattr(theirs, a) for a in ("co_name", "co_qualname") if hasattr(theirs, a)}  # 3.11+
     namespace = {
@@ -137,8 +138,10 @@ def _code(
     keyword_defaults: frozenset[str],
     var_positional: str | None,
     var_keyword: str | None,
+    bypass: bool,
 ) -> types.CodeType:
-    """The compiled forwarder for one parameter list (compiled once: many methods share ``(self, X)``)."""
+    """The compiled forwarder for one parameter list (compiled once: many methods share ``(self, X)``); the
+    ``bypass()`` check is compiled in only where there is one, so a nested call checks nothing else."""
     declared = []
     for i, name in enumerate(positional):
         declared.append(f"{name}=None" if i >= len(positional) - defaults else name)
@@ -155,7 +158,7 @@ def _code(
     as_dict = [f"{name!r}: {name}" for name in keyword_only] + varkw
     source = (
         f"def patched({', '.join(declared)}):\n"
-        f"    if ({_PREFIX}bypass is not None and {_PREFIX}bypass()) or not {_PREFIX}on() or {self_name} is None:\n"
+        f"    if {f'{_PREFIX}bypass() or ' if bypass else ''}not {_PREFIX}on() or {self_name} is None:\n"
         f"        return {_PREFIX}original({', '.join([self_name, *rest, *keywords])})\n"
         f"    return {_PREFIX}wrapper({_PREFIX}bind({_PREFIX}original, {self_name}), {self_name}, "
         f"({''.join(f'{a}, ' for a in rest)}), {{{', '.join(as_dict)}}})\n"
