@@ -144,6 +144,49 @@ class _Feature:
         self.drifted = False
 
 
+@dataclass
+class _Plan:
+    """How batches of one schema are processed under one reference."""
+
+    reference: Reference
+    names: list[str]
+    kinds: list[str]
+    numeric: list[tuple[_Feature, int]]
+    categorical: list[tuple[_Feature, int]]
+    numeric_features: list[_Feature] = field(init=False)
+    numeric_names: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.numeric_features = [feature for feature, _ in self.numeric]
+        self.numeric_names = [feature.name for feature in self.numeric_features]
+
+
+class _Pending:
+    """Counts of numeric batches not yet recorded, per feature: rank buckets ``(features, 20)``, missing
+    (NaN) values and values outside the reference's range."""
+
+    __slots__ = ("counts", "features", "has_cuts", "missing", "outside")
+
+    def __init__(
+        self,
+        features: list[_Feature],
+        has_cuts: np.ndarray,
+        counts: np.ndarray,
+        missing: np.ndarray,
+        outside: np.ndarray,
+    ) -> None:
+        self.features = features
+        self.has_cuts = has_cuts
+        self.counts = np.array(counts, dtype=np.int64)
+        self.missing = np.array(missing, dtype=np.int64)
+        self.outside = np.array(outside, dtype=np.int64)
+
+    def add(self, counts: np.ndarray, missing: np.ndarray, outside: np.ndarray) -> None:
+        self.counts += counts
+        self.missing += missing
+        self.outside += outside
+
+
 class InputMonitor:
     """Sketches one model's inputs and exports distribution, drift and data-quality metrics."""
 
@@ -172,6 +215,9 @@ class InputMonitor:
         self._buffered_since = 0.0  # time.monotonic() when the buffer's first row came
         self._features: dict[str, _Feature] = {}
         self._ranks: tuple[Reference, list[str], RankTable] | None = None
+        self._plan: _Plan | None = None
+        self._pending: _Pending | None = None
+        self._pending_lock = threading.Lock()
         self._numeric_window: tuple[list[str], SlidingWindow[ColumnSketches]] | None = None
         self._warmup = ReferenceBuilder(self._names, max_features=self.max_features) if self.reference is None else None
         self._last_drift = 0.0
@@ -283,7 +329,10 @@ class InputMonitor:
         job costs the application's busy threads GIL hand-overs (a worker job that releases the GIL dozens of
         times, next to a thread that keeps it, is stretched over many switch intervals, each hand-over waking a
         thread). A quiet model's rows reach the sketches within one interval and one export.
+
+        Either way, the counts of batches the worker has finished are recorded first (:meth:`publish`).
         """
+        self.publish()
         with self._lock:
             part = self._buffer[: self._filled] if self._buffer is not None and self._filled else None
             few = not drift and self._filled < MIN_BUFFER_ROWS
@@ -294,7 +343,12 @@ class InputMonitor:
         if part is not None:
             self._submit_matrix(part, spare=True)
         if drift:
-            runtime.get().worker.submit(lambda: self._update_drift(force=True))
+            runtime.get().worker.submit(self._flushed)
+
+    def _flushed(self) -> None:
+        """The worker's part of a flush, after the rows it was handed: record every count, score drift."""
+        self.publish()
+        self._update_drift(force=True)
 
     def take_events(self) -> list[DriftEvent]:
         """Drift events not yet attached to a span (called by the recorder on the caller's thread)."""
@@ -319,23 +373,9 @@ class InputMonitor:
                 return
         ref = self.reference
         assert ref is not None
-        rt = runtime.get()
-        agg = rt.aggregator
-        rank = agg.histogram(
-            semconv.FEATURE_RANK,
-            semconv.FEATURE_RANK_UNIT,
-            "Input values' rank under the reference CDF",
-            semconv.UNIT_INTERVAL_BUCKETS,
-        )
-        kinds = dict(zip(*self._schema, strict=True)) if self._schema is not None else {}
-        work = []
-        for i, name in enumerate(table.names):
-            ref_kind = ref.features[name].kind if name in ref.features else None
-            work.append((self._feature(name, ref_kind or kinds.get(name, table.kinds[i])), i))
-        numeric = [item for item in work if item[0].kind != CATEGORICAL]
-        kept = self._numeric(table, numeric, ref, rank) if numeric else False
-        categorical = [item for item in work if item[0].kind == CATEGORICAL]
-        if categorical:
+        plan = self._plan_of(table, ref)
+        kept = self._numeric(table, plan, ref) if plan.numeric else False
+        if plan.categorical:
             columns = table.by_column()
 
             def one(item: tuple[_Feature, int]) -> None:
@@ -345,35 +385,28 @@ class InputMonitor:
                 assert feature.window is not None
                 feature.window.update(col)
 
-            parallel.for_each(one, categorical, table.rows * len(categorical), config.settings.sketch_threads)
+            parallel.for_each(one, plan.categorical, table.rows * len(plan.categorical), config.settings.sketch_threads)
         self.rows_processed += table.rows
         self._rows_since_drift += table.rows
-        if spare and not kept and not categorical and table.matrix is not None:  # done with the buffer: reuse it
+        if spare and not kept and not plan.categorical and table.matrix is not None:  # done with the buffer: reuse it
             buffer = table.matrix if table.matrix.base is None else table.matrix.base  # not a view of its rows
             with self._lock:  # the caller takes it under the same lock (_buffer_rows)
                 self._spare = buffer
         self._update_drift(force=False)
 
-    def _numeric(self, table: Table, work: list[tuple[_Feature, int]], ref: Reference, rank: Any) -> bool:
+    def _numeric(self, table: Table, plan: _Plan, ref: Reference) -> bool:
         """Every numeric feature at once: one sort of the batch gives their quality counts and rank
-        histograms; the rows themselves go, unsorted, into the features' shared window. True when the window
-        keeps the batch's own matrix (a batch that fits one window block whole)."""
-        part, counted = self._numeric_part(table, work)
+        histograms (pending until the next collection: :meth:`publish`); the rows go, unsorted, into the
+        features' shared window. True when the window keeps the batch's own matrix (a batch that fits one
+        window block whole)."""
+        part, counted = self._numeric_part(table, plan.numeric)
         rows = part.shape[0]
-        sort = _sorter(part.size)
-        whole = SortedColumns.of(part, sort)
-        names = [feature.name for feature, _ in work]
-        ranks = self._rank_table(ref, names)
+        whole = SortedColumns.of(part, _sorter(part.size))
+        ranks = self._rank_table(ref, plan.numeric_names)
         counts, outside = ranks.counts(whole)
         missing = whole.nan if counted is None else np.where(counted, 0, whole.nan)  # counted: classified already
-        for k in np.flatnonzero(missing):
-            self._count(semconv.FEATURE_MISSING, int(missing[k]), work[k][0])
-        for k in np.flatnonzero(outside):
-            self._count(semconv.FEATURE_OUT_OF_RANGE, int(outside[k]), work[k][0])
-        ranked = np.flatnonzero(ranks.has_cuts & (whole.nan < rows))
-        if ranked.size:
-            _record_ranks(rank, counts[ranked], [work[k][0].series for k in ranked])
-        window = self._numeric_window_of(names)
+        self._pend(plan.numeric_features, ranks.has_cuts, counts, missing, outside)
+        window = self._numeric_window_of(plan.numeric_names)
         now = time.monotonic()
         kept = False
         for start, stop in window.plan(rows, now):  # the worker owns part; a slice is copied, not to pin it all
@@ -382,6 +415,55 @@ class InputMonitor:
             block = part if entire else part[start:stop].copy()
             window.fill(stop - start, functools.partial(_add_block, rows=block), now)
         return kept
+
+    def _pend(
+        self,
+        features: list[_Feature],
+        has_cuts: np.ndarray,
+        counts: np.ndarray,
+        missing: np.ndarray,
+        outside: np.ndarray,
+    ) -> None:
+        """Add one numeric batch's counts to the pending ones. Recorded at once when no exporter merges otel-ml's
+        aggregation (the SDK's instruments take them; nothing would collect them later)."""
+        stale = None
+        with self._pending_lock:
+            pending = self._pending
+            if pending is not None and pending.features is features:
+                pending.add(counts, missing, outside)
+            else:  # the first batch since the last collection, or of new features (record the old ones now)
+                stale, self._pending = pending, _Pending(features, has_cuts, counts, missing, outside)
+        if stale is not None:
+            self._record(stale)
+        if not runtime.get().aggregator.merging:
+            self.publish()
+
+    def publish(self) -> None:
+        """Record the numeric batches' pending rank-histogram and quality counts: at every collection (the
+        metric export's hand-off), at a flush, or after each batch when no exporter merges otel-ml's metrics.
+
+        Recording is a pass of Python over the features; run once per collection instead of once per batch
+        on the worker, it holds the GIL that much less often next to the application's threads."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:
+            self._record(pending)
+
+    def _record(self, pending: _Pending) -> None:
+        features = pending.features
+        for k in np.flatnonzero(pending.missing):
+            self._count(semconv.FEATURE_MISSING, int(pending.missing[k]), features[k])
+        for k in np.flatnonzero(pending.outside):
+            self._count(semconv.FEATURE_OUT_OF_RANGE, int(pending.outside[k]), features[k])
+        ranked = np.flatnonzero(pending.has_cuts & pending.counts.any(axis=1))
+        if ranked.size:
+            rank = runtime.get().aggregator.histogram(
+                semconv.FEATURE_RANK,
+                semconv.FEATURE_RANK_UNIT,
+                "Input values' rank under the reference CDF",
+                semconv.UNIT_INTERVAL_BUCKETS,
+            )
+            _record_ranks(rank, pending.counts[ranked], [features[k].series for k in ranked])
 
     def _numeric_part(self, table: Table, work: list[tuple[_Feature, int]]) -> tuple[np.ndarray, np.ndarray | None]:
         """The numeric features' columns as one float matrix (NaN where a value is missing or not a number),
@@ -402,6 +484,22 @@ class InputMonitor:
             self._count(semconv.FEATURE_MISSING, missing, feature)
             self._count(semconv.FEATURE_TYPE_MISMATCH, mismatch, feature)
         return part, counted
+
+    def _plan_of(self, table: Table, ref: Reference) -> _Plan:
+        """Which of the table's columns are numeric and which categorical, as features (worked out once per
+        schema and reference: the same for every batch)."""
+        plan = self._plan
+        if plan is not None and plan.reference is ref and plan.names == table.names and plan.kinds == table.kinds:
+            return plan
+        kinds = dict(zip(*self._schema, strict=True)) if self._schema is not None else {}
+        work = []
+        for i, name in enumerate(table.names):
+            ref_kind = ref.features[name].kind if name in ref.features else None
+            work.append((self._feature(name, ref_kind or kinds.get(name, table.kinds[i])), i))
+        numeric = [item for item in work if item[0].kind != CATEGORICAL]
+        categorical = [item for item in work if item[0].kind == CATEGORICAL]
+        plan = self._plan = _Plan(ref, list(table.names), list(table.kinds), numeric, categorical)
+        return plan
 
     def _numeric_window_of(self, names: list[str]) -> SlidingWindow[ColumnSketches]:
         """The window shared by the numeric features ``names`` (a new one if they changed)."""

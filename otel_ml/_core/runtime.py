@@ -155,8 +155,11 @@ def _reset_aggregator(agg: Aggregator) -> None:
 
 
 def _reset_monitor(monitor: Any) -> None:
-    """The caller-side state of an input monitor: its lock and the rows it buffered (the parent's rows)."""
+    """The caller-side state of an input monitor: its locks, the rows it buffered and the counts it had not
+    recorded yet (the parent's rows and counts)."""
     monitor._lock = threading.Lock()
+    monitor._pending_lock = threading.Lock()
+    monitor._pending = None
     monitor._buffer = None
     monitor._filled = 0
     monitor._capacity = 0

@@ -99,31 +99,32 @@ class SortedColumns:
         """``searchsorted`` of each column's own finite ``points`` (a ``(features, k)`` array) into that column's
         non-NaN values, sides left and right, as two ``(features, k)`` index arrays.
 
-        Up to :data:`_KEYED_ROWS` rows this is two searches for all columns rather than two per column. Each
-        search releases the GIL, which lets a waiting application thread take it and the worker queue behind
-        it. The key ``j + 1j * value`` orders column ``j``'s values after all of column ``j - 1``'s (complex
-        numbers compare by real part first), so the sorted columns laid end to end are one sorted array; NaN is
-        keyed +inf, past every point.
+        Both sides come from one left-side search per column: the values ``<= p`` are those ``< nextafter(p)``
+        (exact for every finite ``p``). NaN sorts last and searches as larger than every point, so a column
+        is searched whole. Up to :data:`_KEYED_ROWS` rows all columns are searched at once: the key
+        ``j + 1j * value`` orders column ``j``'s values after all of column ``j - 1``'s (complex numbers
+        compare by real part first), so the sorted columns laid end to end are one sorted array; NaN is keyed
+        +inf, past every point. Each search releases and retakes the GIL, a hand-over that costs an application
+        thread waiting for it, so fewer searches cost the application less, not only the worker.
         """
         width, rows = self.values.shape
+        k = points.shape[1]
+        with np.errstate(over="ignore"):  # nextafter(largest finite) is inf: right, it counts every finite value
+            wanted = np.concatenate((points, np.nextafter(points, np.inf)), axis=1)
         if rows > _KEYED_ROWS:  # building the keys would cost more than the per-column searches save
-            columns = [v[:n] for v, n in zip(self.values, (rows - self.nan).tolist(), strict=True)]
-            left = [c.searchsorted(p, side="left") for c, p in zip(columns, points, strict=True)]
-            right = [c.searchsorted(p, side="right") for c, p in zip(columns, points, strict=True)]
-            return np.array(left), np.array(right)
+            found = np.array([c.searchsorted(p) for c, p in zip(self.values, wanted, strict=True)])
+            return found[:, :k], found[:, k:]
         keys = np.empty((width, rows), dtype=np.complex128)
         keys.real = np.arange(width)[:, None]
         keys.imag = self.values
         if self.nan.any():  # numpy sorts a complex holding a NaN after every other one
             np.copyto(keys.imag, np.inf, where=np.isnan(self.values))
-        wanted = np.empty(points.shape, dtype=np.complex128)
-        wanted.real = np.arange(width)[:, None]
-        wanted.imag = points
-        flat, targets = keys.reshape(-1), wanted.reshape(-1)
-        offset = (np.arange(width) * rows)[:, None]
-        left = flat.searchsorted(targets, side="left").reshape(points.shape) - offset
-        right = flat.searchsorted(targets, side="right").reshape(points.shape) - offset
-        return left, right
+        targets = np.empty(wanted.shape, dtype=np.complex128)
+        targets.real = np.arange(width)[:, None]
+        targets.imag = wanted
+        found = keys.reshape(-1).searchsorted(targets.reshape(-1)).reshape(wanted.shape)
+        found -= (np.arange(width) * rows)[:, None]
+        return found[:, :k], found[:, k:]
 
     def posinf(self, j: int) -> int:
         """+inf values in column ``j``."""

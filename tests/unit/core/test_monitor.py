@@ -15,6 +15,7 @@ from sklearn.datasets import load_breast_cancer
 import otel_ml
 from otel_ml import config, semconv
 from otel_ml._core import guard, runtime
+from otel_ml._core.aggregation import VectorHistogram
 from otel_ml._core.monitor import BUFFER_VALUES, MIN_BUFFER_ROWS, InputMonitor, MonitorOptions, buffer_limit
 from otel_ml.testing import InMemoryTelemetry
 
@@ -502,3 +503,112 @@ def test_a_sketch_task_declares_the_rows_it_holds(tel: InMemoryTelemetry, monkey
         monitor.observe(LIVE[:1000])
     _drained()
     assert sizes == [8738 * 30 * 8]
+
+
+# -- counts recorded at collection ------------------------------------------------------------------------
+def _rank_totals() -> dict[str, int]:
+    """Rows recorded so far in each feature's rank histogram, read from the aggregation without collecting."""
+    rank = runtime.get().aggregator._instruments.get(semconv.FEATURE_RANK)
+    if rank is None:
+        return {}
+    assert isinstance(rank, VectorHistogram)
+    return {str(attrs[semconv.ML_FEATURE_NAME]): n for attrs, n, _ in rank.totals()}
+
+
+def test_batch_counts_wait_for_the_next_collection_and_are_recorded_once(tel: InMemoryTelemetry) -> None:
+    """With a merging export, the worker adds each batch's rank and quality counts to the monitor's pending
+    ones; a collection records them in one pass, and the next collection only what came after."""
+    monitor = _monitor()
+    batch = TRAIN[:8738].copy()  # the buffer's size: it goes to the worker as it came
+    batch[:5, 0] = np.nan
+    batch[10:13, 1] = REF.features[NAMES[1]].max + 1.0
+    monitor.observe(batch)
+    monitor.observe(batch)
+    _drained()
+    pending = monitor._pending
+    assert pending is not None and monitor.rows_processed == 2 * 8738
+    assert pending.counts.sum(axis=1).tolist() == [2 * 8733] + [2 * 8738] * 29
+    assert pending.missing.tolist() == [10] + [0] * 29
+    assert pending.outside.tolist() == [0, 6] + [0] * 28
+    assert _rank_totals() == {}  # nothing recorded between collections
+
+    collected = tel.metrics()
+    assert monitor._pending is None
+    ranks = _by_feature(tel.points(semconv.FEATURE_RANK, collected))
+    assert ranks[NAMES[0]].count == 2 * 8733 and ranks[NAMES[2]].count == 2 * 8738
+    assert sum(ranks[NAMES[2]].bucket_counts) == 2 * 8738
+    assert _by_feature(tel.points(semconv.FEATURE_MISSING, collected))[NAMES[0]].value == 10
+    assert _by_feature(tel.points(semconv.FEATURE_OUT_OF_RANGE, collected))[NAMES[1]].value == 6
+
+    monitor.observe(batch)
+    _drained()
+    collected = tel.metrics()
+    assert tel.metrics() and _rank_totals()[NAMES[2]] == 3 * 8738  # a collection with nothing new adds nothing
+    assert _by_feature(tel.points(semconv.FEATURE_RANK, collected))[NAMES[2]].count == 3 * 8738
+    assert _by_feature(tel.points(semconv.FEATURE_MISSING, collected))[NAMES[0]].value == 15
+
+
+def test_a_flush_records_the_pending_counts_on_the_worker() -> None:
+    """``force_flush`` records them after the rows it hands over, before it scores drift: what an exporter
+    that does not collect at once (or a reader of the aggregation) sees is complete."""
+    with InMemoryTelemetry():
+        monitor = _monitor()
+        monitor.observe(LIVE[:300])
+        assert monitor._pending is None and _rank_totals() == {}
+        monitor.flush()
+        _drained()
+        assert monitor._pending is None and set(_rank_totals().values()) == {300}
+
+
+def test_without_a_merging_exporter_each_batch_is_recorded_at_once() -> None:
+    """The SDK's own instruments take the counts when no exporter merges otel-ml's aggregation: nothing would
+    collect pending counts later."""
+    with InMemoryTelemetry(merge=False) as tel:
+        assert not runtime.get().aggregator.merging
+        monitor = _monitor()
+        monitor.observe(TRAIN[:8738])
+        _drained()
+        assert monitor._pending is None
+        ranks = _by_feature(tel.points(semconv.FEATURE_RANK))
+        assert {p.count for p in ranks.values()} == {8738}
+
+
+def test_counts_of_a_replaced_feature_set_are_recorded_before_the_new_ones(tel: InMemoryTelemetry) -> None:
+    """Pending counts belong to one reference's features: a batch under another reference records them first."""
+    monitor = _monitor()
+    monitor.observe(TRAIN[:8738])
+    _drained()
+    first = monitor._pending
+    monitor.reference = otel_ml.Reference.from_data(LIVE, feature_names=NAMES)
+    monitor.observe(TRAIN[:8738])
+    _drained()
+    assert monitor._pending is not None and monitor._pending is not first
+    assert set(_rank_totals().values()) == {8738}  # the first batch's, recorded when the second came
+    assert {p.count for p in tel.points(semconv.FEATURE_RANK)} == {2 * 8738}
+
+
+def test_a_forked_child_drops_the_parents_pending_counts(tel: InMemoryTelemetry) -> None:
+    monitor = _monitor()
+    monitor.observe(TRAIN[:8738])
+    _drained()
+    assert monitor._pending is not None
+    runtime._reset_monitor(monitor)  # what the at-fork hook does to every monitor in the child
+    assert monitor._pending is None
+    assert tel.points(semconv.FEATURE_RANK) == []
+
+
+def test_the_batch_plan_is_worked_out_once_per_reference(tel: InMemoryTelemetry) -> None:
+    monitor = _monitor()
+    for _ in range(3):
+        monitor.observe(TRAIN[:8738])
+    _drained()
+    plan = monitor._plan
+    assert plan is not None and plan.reference is REF and len(plan.numeric) == 30 and plan.categorical == []
+    monitor.observe(TRAIN[:8738])
+    _drained()
+    assert monitor._plan is plan
+    monitor.reference = otel_ml.Reference.from_data(LIVE, feature_names=NAMES)
+    monitor.observe(TRAIN[:8738])
+    _drained()
+    assert monitor._plan is not plan and monitor._plan.reference is monitor.reference
+    assert [f for f, _ in monitor._plan.numeric] == [f for f, _ in plan.numeric]  # the same features' state

@@ -66,6 +66,22 @@ def test_positions_at_ties_nan_tails_and_both_ends(rows: int) -> None:
         np.testing.assert_array_equal(right[j], present.searchsorted(points[j], side="right"))
 
 
+@pytest.mark.parametrize("rows", [600, 4200])  # both search paths
+def test_positions_right_side_at_float_extremes(rows: int) -> None:
+    """The right side is a left search of nextafter(p): exact at signed zeros, subnormals, the largest finite
+    doubles (whose nextafter is inf) and with ±inf values present."""
+    big, tiny = np.finfo(np.float64).max, np.nextafter(0.0, 1.0)
+    pool = np.array([-np.inf, -big, -1.0, -tiny, -0.0, 0.0, tiny, 1.0, big, np.inf, np.nan])
+    m = pool[RNG.integers(0, pool.size, (rows, 2))]
+    cols = SortedColumns.of(m)
+    points = np.array([[-big, -tiny, -0.0, 0.0, tiny, big], [-big, -1.0, 0.0, -0.0, 1.0, big]])
+    left, right = cols.positions(points)
+    for j in range(2):
+        present = np.sort(m[~np.isnan(m[:, j]), j])
+        np.testing.assert_array_equal(left[j], present.searchsorted(points[j], side="left"))
+        np.testing.assert_array_equal(right[j], present.searchsorted(points[j], side="right"))
+
+
 def test_finite_batches_give_bit_identical_sketches() -> None:
     m = RNG.normal(size=(700, 4))
     cols = SortedColumns.of(m)
