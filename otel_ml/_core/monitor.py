@@ -398,23 +398,26 @@ class InputMonitor:
         """Every numeric feature at once: one sort of the batch gives their quality counts and rank
         histograms (pending until the next collection: :meth:`publish`); the rows go, unsorted, into the
         features' shared window. True when the window keeps the batch's own matrix (a batch that fits one
-        window block whole)."""
+        window block whole).
+
+        Everything here runs on the worker, but what holds the GIL costs the application's threads too, several
+        times its own length when they keep releasing and retaking it (a forest's trees do): the bookkeeping is
+        kept to a few small numpy calls per batch, and the counts are recorded per collection, not per batch."""
         part, counted = self._numeric_part(table, plan.numeric)
         rows = part.shape[0]
         whole = SortedColumns.of(part, _sorter(part.size))
         ranks = self._rank_table(ref, plan.numeric_names)
-        counts, outside = ranks.counts(whole)
-        missing = whole.nan if counted is None else np.where(counted, 0, whole.nan)  # counted: classified already
-        self._pend(plan.numeric_features, ranks.has_cuts, counts, missing, outside)
+        found = ranks.search(whole)
         window = self._numeric_window_of(plan.numeric_names)
         now = time.monotonic()
-        kept = False
-        for start, stop in window.plan(rows, now):  # the worker owns part; a slice is copied, not to pin it all
-            entire = (start, stop) == (0, rows)
-            kept = kept or (entire and part is table.matrix)
-            block = part if entire else part[start:stop].copy()
+        # the worker owns part; a slice is copied, not to pin it all
+        blocks = [(a, b, part if (a, b) == (0, rows) else part[a:b].copy()) for a, b in window.plan(rows, now)]
+        counts, outside = ranks.counts(whole, found)
+        missing = whole.nan if counted is None else np.where(counted, 0, whole.nan)  # counted: classified already
+        self._pend(plan.numeric_features, ranks.has_cuts, counts, missing, outside)
+        for start, stop, block in blocks:
             window.fill(stop - start, functools.partial(_add_block, rows=block), now)
-        return kept
+        return any(block is table.matrix for _, _, block in blocks)
 
     def _pend(
         self,

@@ -23,6 +23,13 @@ _KEYED_ROWS = 4096
 """Up to this many rows, :meth:`SortedColumns.positions` searches all columns at once through complex keys."""
 
 
+def both_sides(points: np.ndarray) -> np.ndarray:
+    """``points`` followed by their ``nextafter`` toward +inf, along the last axis: a left search of the result
+    gives left and right positions of ``points`` at once (values ``<= p`` are those ``< nextafter(p)``)."""
+    with np.errstate(over="ignore"):  # nextafter(largest finite) is inf: right, it counts every finite value
+        return np.concatenate((points, np.nextafter(points, np.inf)), axis=-1)
+
+
 class SortedColumns:
     """The columns of a float matrix, each sorted ascending (``-inf``, finite values, ``+inf``, then NaN)."""
 
@@ -99,32 +106,36 @@ class SortedColumns:
         """``searchsorted`` of each column's own finite ``points`` (a ``(features, k)`` array) into that column's
         non-NaN values, sides left and right, as two ``(features, k)`` index arrays.
 
-        Both sides come from one left-side search per column: the values ``<= p`` are those ``< nextafter(p)``
-        (exact for every finite ``p``). NaN sorts last and searches as larger than every point, so a column
-        is searched whole. Up to :data:`_KEYED_ROWS` rows all columns are searched at once: the key
-        ``j + 1j * value`` orders column ``j``'s values after all of column ``j - 1``'s (complex numbers
-        compare by real part first), so the sorted columns laid end to end are one sorted array; NaN is keyed
-        +inf, past every point. Each search releases and retakes the GIL, a hand-over that costs an application
-        thread waiting for it, so fewer searches cost the application less, not only the worker.
+        Both sides come from one left-side :meth:`search`: the values ``<= p`` are those ``< nextafter(p)``,
+        exact for every finite ``p``."""
+        found = self.search(both_sides(points))
+        k = points.shape[1]
+        return found[:, :k], found[:, k:]
+
+    def search(self, points: np.ndarray) -> np.ndarray:
+        """Left-side ``searchsorted`` of each column's own ``points`` (a ``(features, m)`` array, no NaN) into
+        that column's non-NaN values: how many are below each point.
+
+        NaN sorts last and searches as larger than every point, so a column is searched whole. Up to
+        :data:`_KEYED_ROWS` rows all columns are searched at once: the key ``j + 1j * value`` orders column
+        ``j``'s values after all of column ``j - 1``'s (complex numbers compare by real part first), so the
+        sorted columns laid end to end are one sorted array; NaN is keyed +inf, past every point but +inf
+        itself, which no value is below. Each search releases and retakes the GIL.
         """
         width, rows = self.values.shape
-        k = points.shape[1]
-        with np.errstate(over="ignore"):  # nextafter(largest finite) is inf: right, it counts every finite value
-            wanted = np.concatenate((points, np.nextafter(points, np.inf)), axis=1)
         if rows > _KEYED_ROWS:  # building the keys would cost more than the per-column searches save
-            found = np.array([c.searchsorted(p) for c, p in zip(self.values, wanted, strict=True)])
-            return found[:, :k], found[:, k:]
+            return np.array([c.searchsorted(p) for c, p in zip(self.values, points, strict=True)])
         keys = np.empty((width, rows), dtype=np.complex128)
         keys.real = np.arange(width)[:, None]
         keys.imag = self.values
         if self.nan.any():  # numpy sorts a complex holding a NaN after every other one
             np.copyto(keys.imag, np.inf, where=np.isnan(self.values))
-        targets = np.empty(wanted.shape, dtype=np.complex128)
+        targets = np.empty(points.shape, dtype=np.complex128)
         targets.real = np.arange(width)[:, None]
-        targets.imag = wanted
-        found = keys.reshape(-1).searchsorted(targets.reshape(-1)).reshape(wanted.shape)
+        targets.imag = points
+        found = keys.reshape(-1).searchsorted(targets.reshape(-1)).reshape(points.shape)
         found -= (np.arange(width) * rows)[:, None]
-        return found[:, :k], found[:, k:]
+        return found
 
     def posinf(self, j: int) -> int:
         """+inf values in column ``j``."""
@@ -137,9 +148,11 @@ class SortedColumns:
 
 class RankTable:
     """Rank-bucket and range checks of many columns against their references, counted for a whole
-    :class:`SortedColumns` at once: one pair of binary searches per column, the rest across columns."""
+    :class:`SortedColumns` at once: one binary search of the cut points per column (:meth:`search`, which
+    releases the GIL once per column), the rest across columns in a dozen small numpy calls (:meth:`counts`).
+    """
 
-    __slots__ = ("_cuts", "_equal", "_fractions", "_high", "_low", "_points", "has_cuts", "has_range")
+    __slots__ = ("_cuts", "_equal", "_fractions", "_high", "_low", "_searched", "_uncut", "has_cuts", "has_range")
 
     def __init__(self, cuts: Sequence[RankCuts | None], low: Sequence[float], high: Sequence[float]) -> None:
         """Per column: its reference's :class:`RankCuts` (``None``: no rank histogram) and finite range
@@ -150,6 +163,7 @@ class RankTable:
             raise ValueError("every column needs the same number of rank buckets")
         n_cuts = sizes.pop() if sizes else 0
         self.has_cuts = np.array([c is not None for c in cuts], dtype=bool)
+        self._uncut = np.flatnonzero(~self.has_cuts)
         self._low, self._high = np.asarray(low, dtype=np.float64), np.asarray(high, dtype=np.float64)
         self.has_range = ~(np.isnan(self._low) | np.isnan(self._high))
         self._cuts = np.zeros((width, n_cuts))
@@ -157,34 +171,45 @@ class RankTable:
         for j, c in enumerate(cuts):
             if c is not None:
                 self._cuts[j], lo[j], hi[j] = c.cuts, c.lo, c.hi
-        # the searched points of column j: its low bound, its cuts, its high bound
-        self._points = np.column_stack((np.nan_to_num(self._low), self._cuts, np.nan_to_num(self._high)))
+        # the points of column j: its low bound, its cuts, its high bound; searched with their nextafter
+        points = np.column_stack((np.nan_to_num(self._low), self._cuts, np.nan_to_num(self._high)))
+        self._searched = both_sides(points)
         self._equal = self._cuts[:, 1:] == self._cuts[:, :-1]  # runs of equal cuts (point masses)
         # how values tied with each cut split over the buckets: fixed by the reference, so computed once
         self._fractions = _fractions(lo.ravel(), hi.ravel(), n_cuts + 1).reshape(width, n_cuts, -1)
 
-    def counts(self, columns: SortedColumns) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, columns: SortedColumns) -> np.ndarray:
+        """The binary searches: values below each point and below each point's ``nextafter``, per column."""
+        return columns.search(self._searched)
+
+    def counts(self, columns: SortedColumns, found: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Rank-bucket counts ``(columns, buckets)`` (rows of columns without cuts are zero) and the count of
-        values outside each column's range (zero without one), both over non-NaN values.
+        values outside each column's range (zero without one), both over non-NaN values; ``found`` is
+        :meth:`search` of the same columns (searched here when not given).
 
         Each row equals :func:`~otel_ml.sketch.quantile.rank_buckets` of that column: values equal to a cut
         are apportioned over the buckets that the reference's CDF jump at the cut overlaps."""
+        if found is None:
+            found = self.search(columns)
+        k = found.shape[1] // 2
+        left, right = found[:, :k], found[:, k:]
         size = columns.rows - columns.nan
-        left, right = columns.positions(self._points)
         outside = np.where(self.has_range, left[:, 0] + size - right[:, -1], 0)
         inner_left = left[:, 1:-1]
         below = np.column_stack((inner_left, size))  # values below each cut, and all of them
         counts = below.copy()
         counts[:, 1:] -= below[:, :-1]
         tied = right[:, 1:-1] - inner_left
-        tied[:, :-1][self._equal] = 0  # a run of equal cuts: its ties belong to the last cut of the run
-        tied[~self.has_cuts] = 0
-        rows, cut = np.nonzero(tied)
-        if rows.size:
-            m = tied[rows, cut]
-            counts[rows, cut + 1] -= m
-            shares = _apportion(m, self._fractions[rows, cut])
-            starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-            counts[rows[starts]] += np.add.reduceat(shares, starts, axis=0)
-        counts[~self.has_cuts] = 0
+        if tied.any():  # values equal to a cut (in continuous data, rarely): apportioned
+            tied[:, :-1][self._equal] = 0  # a run of equal cuts: its ties belong to the last cut of the run
+            tied[self._uncut] = 0
+            rows, cut = np.nonzero(tied)
+            if rows.size:
+                m = tied[rows, cut]
+                counts[rows, cut + 1] -= m
+                shares = _apportion(m, self._fractions[rows, cut])
+                starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+                counts[rows[starts]] += np.add.reduceat(shares, starts, axis=0)
+        if self._uncut.size:
+            counts[self._uncut] = 0
         return counts, outside

@@ -161,6 +161,26 @@ def test_rank_table_equals_rank_buckets_column_by_column(seed: int) -> None:
         assert counts[j].sum() == col.size
 
 
+def test_rank_table_without_ties_and_a_column_without_cuts() -> None:
+    """Continuous columns (no value equals a cut: the counts skip the apportioning) beside a column with values
+    but no reference cuts, whose row stays zero; counting from a given search equals searching inside."""
+    rng = np.random.default_rng(5)
+    ref = rng.normal(size=(3000, 2))
+    live = np.column_stack((rng.normal(size=900), rng.normal(1.0, 2.0, 900), rng.normal(size=900)))
+    known = [_cuts(ref[:, 0]), _cuts(ref[:, 1])]
+    low, high = [*ref.min(axis=0), np.nan], [*ref.max(axis=0), np.nan]
+    table = RankTable([*known, None], low, high)
+    cols = SortedColumns.of(live)
+    counts, outside = table.counts(cols)
+    given_counts, given_outside = table.counts(cols, table.search(cols))
+    np.testing.assert_array_equal(given_counts, counts)
+    np.testing.assert_array_equal(given_outside, outside)
+    for j in range(2):
+        np.testing.assert_array_equal(counts[j], rank_buckets(known[j], live[:, j], 20))
+        assert outside[j] == np.count_nonzero((live[:, j] < low[j]) | (live[:, j] > high[j]))
+    assert not counts[2].any() and outside[2] == 0
+
+
 def test_rank_table_rejects_mixed_bucket_counts() -> None:
     values = RNG.normal(size=500)
     sketch = QuantileSketch()
