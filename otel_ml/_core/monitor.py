@@ -175,16 +175,17 @@ class _Pending:
         missing: np.ndarray,
         outside: np.ndarray,
     ) -> None:
+        """One batch's counts (arrays it owns: they become the running totals)."""
         self.features = features
         self.has_cuts = has_cuts
-        self.counts = np.array(counts, dtype=np.int64)
-        self.missing = np.array(missing, dtype=np.int64)
-        self.outside = np.array(outside, dtype=np.int64)
+        self.counts = np.asarray(counts, dtype=np.int64)
+        self.missing = np.asarray(missing, dtype=np.int64)
+        self.outside = np.asarray(outside, dtype=np.int64)
 
-    def add(self, counts: np.ndarray, missing: np.ndarray, outside: np.ndarray) -> None:
-        self.counts += counts
-        self.missing += missing
-        self.outside += outside
+    def add(self, other: _Pending) -> None:
+        self.counts += other.counts
+        self.missing += other.missing
+        self.outside += other.outside
 
 
 class InputMonitor:
@@ -414,28 +415,21 @@ class InputMonitor:
         blocks = [(a, b, part if (a, b) == (0, rows) else part[a:b].copy()) for a, b in window.plan(rows, now)]
         counts, outside = ranks.counts(whole, found)
         missing = whole.nan if counted is None else np.where(counted, 0, whole.nan)  # counted: classified already
-        self._pend(plan.numeric_features, ranks.has_cuts, counts, missing, outside)
+        self._pend(_Pending(plan.numeric_features, ranks.has_cuts, counts, missing, outside))
         for start, stop, block in blocks:
             window.fill(stop - start, functools.partial(_add_block, rows=block), now)
         return any(block is table.matrix for _, _, block in blocks)
 
-    def _pend(
-        self,
-        features: list[_Feature],
-        has_cuts: np.ndarray,
-        counts: np.ndarray,
-        missing: np.ndarray,
-        outside: np.ndarray,
-    ) -> None:
+    def _pend(self, batch: _Pending) -> None:
         """Add one numeric batch's counts to the pending ones. Recorded at once when no exporter merges otel-ml's
         aggregation (the SDK's instruments take them; nothing would collect them later)."""
         stale = None
         with self._pending_lock:
             pending = self._pending
-            if pending is not None and pending.features is features:
-                pending.add(counts, missing, outside)
+            if pending is not None and pending.features is batch.features:
+                pending.add(batch)
             else:  # the first batch since the last collection, or of new features (record the old ones now)
-                stale, self._pending = pending, _Pending(features, has_cuts, counts, missing, outside)
+                stale, self._pending = pending, batch
         if stale is not None:
             self._record(stale)
         if not runtime.get().aggregator.merging:
