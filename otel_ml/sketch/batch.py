@@ -4,7 +4,7 @@ A float matrix (rows x features) is transposed and sorted along each feature onc
 GIL, so a background worker doing this competes little with the caller's thread). Each column's NaN/±inf
 counts, its finite slice and exact moments come out of that without another pass per feature. Sorted columns
 then serve :meth:`QuantileSketch.add_sorted` (no second sort) and :class:`RankTable` (rank histograms and
-out-of-range counts from two binary searches of the cut points per column, instead of one search per value).
+out-of-range counts from one binary search of the cut points per column, instead of one search per value).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ __all__ = ["RankTable", "SortedColumns"]
 
 
 _KEYED_ROWS = 4096
-"""Up to this many rows, :meth:`SortedColumns.positions` searches all columns at once through complex keys."""
+"""Up to this many rows, :meth:`SortedColumns.search` searches all columns at once through complex keys."""
 
 
 def both_sides(points: np.ndarray) -> np.ndarray:
@@ -101,16 +101,6 @@ class SortedColumns:
     def finite(self, j: int) -> np.ndarray:
         """Column ``j``'s finite values, sorted (a view)."""
         return self.values[j, self.start[j] : self.stop[j]]
-
-    def positions(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``searchsorted`` of each column's own finite ``points`` (a ``(features, k)`` array) into that column's
-        non-NaN values, sides left and right, as two ``(features, k)`` index arrays.
-
-        Both sides come from one left-side :meth:`search`: the values ``<= p`` are those ``< nextafter(p)``,
-        exact for every finite ``p``."""
-        found = self.search(both_sides(points))
-        k = points.shape[1]
-        return found[:, :k], found[:, k:]
 
     def search(self, points: np.ndarray) -> np.ndarray:
         """Left-side ``searchsorted`` of each column's own ``points`` (a ``(features, m)`` array, no NaN) into
