@@ -1,11 +1,13 @@
 """Overhead of the sklearn/torch auto-instrumentors vs the bare model and a hand-written OpenTelemetry wrapper.
 
 Run: ``python -m bench.auto`` (``--quick`` for a short run). Everything is measured side by side in one process,
-interleaved round by round (per-call ``perf_counter_ns``, medians over rounds; a variant's added cost is the median
-of its per-round differences from the bare variant, so the machine's drift between rounds cancels out, printed with
-their quartiles; the variants run in reverse order every other round, so a drift within a round cancels too),
-against the same SDK providers (``otel_ml.configure`` with a BatchSpanProcessor and a periodic metric reader whose
-exporters discard); ``otel_ml.force_flush`` runs after every timed block, untimed. Cases:
+interleaved at the finest grain: a round runs every variant once for a few calls (one call for the forest), in an
+order reversed every other round, and a variant's added cost is the median of its per-round differences from
+the bare variant, printed with that median's 95 % confidence interval. Shared VMs drift in speed over seconds
+(the same forest call takes 4 to 10 ms here): between two calls a few milliseconds apart the drift cancels, so
+the interval is a few tenths of a percent of the forest's time, where blocks a second long left it at 2 to 5 %.
+All variants use the same SDK providers (``otel_ml.configure`` with a BatchSpanProcessor and a periodic metric
+reader whose exporters discard). Cases:
 
 - ``RandomForestClassifier(50 trees).predict_proba`` and ``LogisticRegression.predict_proba`` over 20 features,
 - a torch MLP (20 → 64 → 64 → 2) forward in eval mode under ``torch.no_grad()``,
@@ -22,11 +24,15 @@ each for one row and for a 1,000-row batch, in these variants:
 (d) LogisticRegression, MLP: ``@otel_ml.instrument`` (the core decorator) around the bare model, same output
     reading, sketching off, to separate the adapter's own cost (c)-(d) from the core's.
 
-Each line also shows the untimed ``force_flush`` after the block, per call: sketch work that otel-ml's background
-worker had not finished when the block ended (the rows still in the model's input buffer, up to 2 MiB, are
-sketched there). For slow calls (the forest) the worker keeps up and its CPU time shows in the timed figure; for
-fast ones much of it shows only there. ``force_flush`` also scores drift, so the periodic drift update (at most
-once per ``OTEL_ML_DRIFT_INTERVAL``, 10 s) never lands in a timed block: ``bench.sketch`` prints its cost.
+Before each variant's turn, untimed, the patches are put in place or suspended and otel-ml's background worker is
+drained (without flushing the input buffers: rows wait for a full 13,107-row batch, as in a server). So the
+worker's work lands in the timed calls of the variant that queued it as far as it overlaps them, and never in
+another variant's. A full batch goes to the worker when a call's rows fill the buffer, before the model runs:
+a forest's 1,000-row call (~10 ms) covers the ~3 ms of sketching, and its figure carries that cost. Each line also
+shows the untimed drain after the variant's turn, per call ("left queued"): sketch work the calls left behind.
+For fast calls (1,000 rows through LogisticRegression or the MLP) most of a batch's work shows only there. The
+periodic drift update (at most once per ``OTEL_ML_DRIFT_INTERVAL``, 10 s) lands in whichever sketching call's
+batch is due; the median passes over it, and ``bench.sketch`` prints its cost.
 
 Targets (issue #4): RandomForest (c)-(a) <= 5 % of (a) and (c+)-(a') <= 5 % of (a'); LogisticRegression and
 MLP (c)-(a) <= 1.5 x (b)-(a) for one row and <= 2 x for 1,000 rows, the core decorator's ratios, which like
@@ -38,10 +44,10 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import math
 import statistics
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import torch
@@ -54,6 +60,7 @@ from torch import nn
 import otel_ml
 from bench.overhead import NullMetricExporter, NullSpanExporter
 from otel_ml import config
+from otel_ml._core import runtime
 from otel_ml.instrumentation import sklearn as sk_auto
 from otel_ml.instrumentation import torch as torch_auto
 from otel_ml.instrumentation.sklearn import SklearnInstrumentor
@@ -61,6 +68,7 @@ from otel_ml.instrumentation.torch import TorchInstrumentor
 
 Predict = Callable[[Any], Any]
 SUSPENDED = ("bare", "bare copy", "hand-written", "decorator")  # variants run on the library's unpatched methods
+WARM_UP_ROUNDS = 4
 BASELINES = {"auto+sketch": "bare copy"}
 """A variant measured on another object than ``bare``'s, and the bare variant of that object."""
 
@@ -71,24 +79,23 @@ def baseline(name: str, variants: Collection[str]) -> str:
     return own if own is not None and own in variants else "bare"
 
 
-@contextmanager
-def suspended() -> Iterator[None]:
-    """Put the original class attributes back for a while (the patch tables are kept, recorders too)."""
-    sk_patches = dict(sk_auto._patches)
-    torch_patch = torch_auto._patch
-    for (owner, name), (original, _) in sk_patches.items():
-        if original is not None:
-            setattr(owner, name, original)
-    if torch_patch is not None:
-        torch_patch[0].__call__ = torch_patch[1]  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        for (owner, name), (original, wrapper) in sk_patches.items():
+class Patches:
+    """The instrumentors' class patches, in place or suspended (the original class attributes back; the patch
+    tables and recorders are kept). Swaps only when the wanted state changes: a swap sets ~250 class attributes."""
+
+    def __init__(self) -> None:
+        self.suspended = False
+
+    def want(self, suspended: bool) -> None:
+        if suspended == self.suspended:
+            return
+        for (owner, name), (original, wrapper) in dict(sk_auto._patches).items():
             if original is not None:
-                setattr(owner, name, wrapper)
+                setattr(owner, name, original if suspended else wrapper)
+        torch_patch = torch_auto._patch
         if torch_patch is not None:
-            torch_patch[0].__call__ = torch_patch[2]  # type: ignore[method-assign]
+            torch_patch[0].__call__ = torch_patch[1] if suspended else torch_patch[2]  # type: ignore[method-assign]
+        self.suspended = suspended
 
 
 def proba(model: Any) -> Predict:
@@ -116,72 +123,80 @@ def hand_written(call: Predict, name: str) -> Predict:
     return predict
 
 
-def per_call_us(fn: Predict, x: Any, calls: int) -> float:
+def turn(name: str, fn: Predict, x: Any, calls: int, patches: Patches) -> tuple[float, float]:
+    """One variant's turn in a round: per-call µs of ``calls`` timed calls, and per-call µs of the untimed drain
+    of otel-ml's worker after them (sketch work the calls left queued). The patches are set before, untimed."""
+    patches.want(name in SUSPENDED)
+    worker = runtime.get().worker
     t0 = time.perf_counter_ns()
     for _ in range(calls):
         fn(x)
-    return (time.perf_counter_ns() - t0) / calls / 1000.0
-
-
-def run_variant(name: str, fn: Predict, x: Any, calls: int) -> tuple[float, float]:
-    """Per-call µs of one timed block, and per-call µs of the untimed ``force_flush`` after it (work the block
-    left queued: mostly input sketches not yet processed by otel-ml's background worker)."""
-    if name in SUSPENDED:
-        with suspended():
-            result = per_call_us(fn, x, calls)
-    else:
-        result = per_call_us(fn, x, calls)
-    t0 = time.perf_counter_ns()
-    otel_ml.force_flush(timeout=10)  # untimed: this variant's queued work does not land in the next one
-    return result, (time.perf_counter_ns() - t0) / calls / 1000.0
+    t1 = time.perf_counter_ns()
+    worker.drain(10.0)  # untimed: what this variant queued never lands in the next variant's calls
+    return (t1 - t0) / calls / 1000.0, (time.perf_counter_ns() - t1) / calls / 1000.0
 
 
 def measure(
     variants: dict[str, Predict], x: Any, calls: int, rounds: int
 ) -> tuple[dict[str, float], dict[str, tuple[float, float, float]], dict[str, float]]:
-    """Per variant, over interleaved rounds (after one untimed warm-up block each): the median per-call µs, the
-    median of its per-round difference from the bare variant of the same round (the added cost: blocks of one
-    round run back to back, so drift of the machine's speed between rounds cancels out), and the median per-call
-    µs of the flush after each block."""
+    """Per variant, over interleaved rounds (after a few untimed warm-up rounds): the median per-call µs, the
+    median of its per-round difference from its bare variant (the added cost; a round's turns run back to back,
+    so the machine's drift in speed cancels out) with that median's 95 % confidence interval, and the mean
+    per-call µs of the drain after each turn (a mean: only the turns in which a batch reached the worker have
+    any)."""
     samples: dict[str, list[float]] = {k: [] for k in variants}
-    flushes: dict[str, list[float]] = {k: [] for k in variants}
+    drains: dict[str, list[float]] = {k: [] for k in variants}
     order = list(variants.items())
-    for name, fn in order:
-        run_variant(name, fn, x, max(1, calls // 4))
-    for r in range(rounds):
-        for name, fn in order if r % 2 == 0 else order[::-1]:  # a drift within a round cancels over two
-            timed, flushed = run_variant(name, fn, x, calls)
-            samples[name].append(timed)
-            flushes[name].append(flushed)
+    patches = Patches()
+    try:
+        for r in range(-WARM_UP_ROUNDS, rounds):
+            for name, fn in order if r % 2 == 0 else order[::-1]:  # a drift within a round cancels over two
+                timed, drained = turn(name, fn, x, calls, patches)
+                if r >= 0:
+                    samples[name].append(timed)
+                    drains[name].append(drained)
+    finally:
+        patches.want(False)
     return (
         {k: statistics.median(v) for k, v in samples.items()},
         added_costs(samples),
-        {k: statistics.median(v) for k, v in flushes.items()},
+        {k: statistics.fmean(v) for k, v in drains.items()},
     )
+
+
+def median_interval(values: Sequence[float]) -> tuple[float, float]:
+    """A distribution-free 95 % confidence interval of the median: the order statistics of (1-based) ranks
+    ``floor(n/2 - 0.98 sqrt(n))`` and ``ceil(1 + n/2 + 0.98 sqrt(n))``, the binomial interval of the count of
+    values below the median in its normal approximation (ranks 40 and 61 of 100)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    half = 0.98 * math.sqrt(n)
+    lo = max(0, math.floor(n / 2 - half) - 1)
+    hi = min(n - 1, math.ceil(1 + n / 2 + half) - 1)
+    return ordered[lo], ordered[hi]
 
 
 def added_costs(samples: dict[str, list[float]]) -> dict[str, tuple[float, float, float]]:
     """Per variant, over rounds, its per-call µs minus its bare variant's (:func:`baseline`) in the same round: the
-    median and the quartiles (the spread shows how far one run's figure can be trusted on this machine)."""
+    median and its 95 % confidence interval (:func:`median_interval`: how far one run's figure can be trusted)."""
     out = {}
     for k, v in samples.items():
         diffs = [a - b for a, b in zip(v, samples[baseline(k, samples)], strict=True)]
-        q1, _, q3 = statistics.quantiles(diffs, n=4) if len(diffs) > 1 else (diffs[0],) * 3
-        out[k] = (statistics.median(diffs), q1, q3)
+        out[k] = (statistics.median(diffs), *median_interval(diffs))
     return out
 
 
 def show(
-    title: str, med: dict[str, float], added: dict[str, tuple[float, float, float]], flushed: dict[str, float]
+    title: str, med: dict[str, float], added: dict[str, tuple[float, float, float]], drained: dict[str, float]
 ) -> None:
-    print(f"\n{title}  (median µs per call; added: median [quartiles] of per-round differences from bare)")
+    print(f"\n{title}  (median µs per call; added: median [95 % CI] of per-round differences from bare)")
     for name, value in med.items():
         base = baseline(name, med)
-        queued = flushed[name] - flushed[base]
-        mid, q1, q3 = added[name]
+        queued = drained[name] - drained[base]
+        mid, lo, hi = added[name]
         against, share = ("" if base == "bare" else f"  (vs {base})"), 100 * mid / med[base]
         print(
-            f"  {name:<13} {value:10.2f} µs   (+{mid:8.2f} µs [{q1:+8.2f}, {q3:+8.2f}], {share:+6.1f} %)"
+            f"  {name:<13} {value:10.2f} µs   (+{mid:8.2f} µs [{lo:+8.2f}, {hi:+8.2f}], {share:+6.1f} %)"
             f"   left queued {queued:+9.2f} µs{against}"
         )
 
@@ -190,10 +205,14 @@ def relative_target(med: dict[str, float], added: dict[str, tuple[float, float, 
     """(c)-(a) as a share of (a) and (c+)-(a') of (a'), both against ``limit``."""
     ok = True
     for name in ("auto", "auto+sketch"):
-        share = added[name][0] / med[baseline(name, med)]
+        base = med[baseline(name, med)]
+        share, lo, hi = (value / base for value in added[name])
         passed = share <= limit
         ok = ok and passed
-        print(f"  {name}: added {100 * share:.1f} %   target <= {100 * limit:.0f} %   {'OK' if passed else 'MISSED'}")
+        print(
+            f"  {name}: added {100 * share:.1f} % (95 % CI {100 * lo:.1f} to {100 * hi:.1f} %)"
+            f"   target <= {100 * limit:.0f} %   {'OK' if passed else 'MISSED'}"
+        )
     return ok
 
 
@@ -227,10 +246,9 @@ def first_calls(sketch_off: Sequence[Predict], sketch_on: Sequence[Predict], x: 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds and calls (smoke run)")
+    parser.add_argument("--quick", action="store_true", help="a tenth of the rounds (smoke run)")
     args = parser.parse_args(argv)
-    rounds = 5 if args.quick else 21
-    scale = 1 if args.quick else 4
+    scale = 10 if args.quick else 1
 
     otel_ml.configure(
         service_name="otel-ml-bench-auto",
@@ -264,7 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Check = Callable[[dict[str, float], dict[str, tuple[float, float, float]]], bool]
     cases: list[tuple[str, dict[str, Predict], Any, int, int, Check]] = []
-    for rows, calls, limit in ((1, 200, 1.5), (1000, 40, 2.0)):
+    # per shape: the forest's rounds (one call per turn), the other models' calls per turn and rounds, the ratio
+    # limit. About 30 s per forest case and 10 s per other case on a 2-vCPU VM.
+    for rows, forest_rounds, calls, rounds, limit in ((1, 1200, 5, 600, 1.5), (1000, 600, 2, 600, 2.0)):
         shape = f"{rows:,} x 20"
         forest_variants = {
             "bare": proba(forest),
@@ -289,23 +309,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             "decorator": decorated_mlp,
         }
         cases += [
-            # the forest: 3x the rounds (its figures are the noisiest). Its 1,000-row blocks (32,000 rows) are
-            # long enough for full 13,107-row sketch buffers to reach the worker inside the timed block.
-            (f"RandomForestClassifier(50).predict_proba, {shape}", forest_variants, x[:rows], max(1, calls // 5),
-             3 * rounds, functools.partial(relative_target, limit=0.05)),
-            (f"LogisticRegression.predict_proba, {shape}", logistic_variants, x[:rows], calls, rounds,
+            (f"RandomForestClassifier(50).predict_proba, {shape}", forest_variants, x[:rows], 1,
+             forest_rounds // scale, functools.partial(relative_target, limit=0.05)),
+            (f"LogisticRegression.predict_proba, {shape}", logistic_variants, x[:rows], calls, rounds // scale,
              functools.partial(ratio_target, limit=limit)),
-            (f"torch MLP forward, {shape}", mlp_variants, xt[:rows], calls, rounds,
+            (f"torch MLP forward, {shape}", mlp_variants, xt[:rows], calls, rounds // scale,
              functools.partial(ratio_target, limit=limit)),
         ]  # fmt: skip
 
-    print(f"otel-ml auto-instrumentation overhead: {rounds} interleaved rounds ({3 * rounds} for the forest)")
+    print("otel-ml auto-instrumentation overhead: every variant's turn in each round, the order reversed every other")
     print("input sketching: off in (c) 'auto', on in (c+) 'auto+sketch' (the default); targets: see the docstring")
-    print("'left queued': per call, the untimed flush after the block minus the bare variant's (sketch backlog)")
+    print("'left queued': per call, the untimed drain of the worker after the turn minus the bare variant's")
     ok = True
     for title, variants, data, calls, case_rounds, check in cases:
-        med, added, flushed = measure(variants, data, calls * scale, case_rounds)
-        show(title, med, added, flushed)
+        med, added, drained = measure(variants, data, calls, case_rounds)
+        show(f"{title}, {case_rounds} rounds x {calls} call(s)", med, added, drained)
+        otel_ml.force_flush(timeout=10)  # untimed: rows still buffered are sketched before the next case
         ok = check(med, added) and ok
     SklearnInstrumentor().uninstrument()
     TorchInstrumentor().uninstrument()

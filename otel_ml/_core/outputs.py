@@ -34,6 +34,7 @@ KINDS = frozenset({AUTO, PROBA, LOG_PROBA, SCORES, LOGITS, LABELS, REGRESSION, N
 
 _OPERATION_KINDS = {"predict_proba": PROBA, "predict_log_proba": LOG_PROBA, "decision_function": SCORES}
 _PROBA_TOLERANCE = 1e-3
+_EXP_MAX = 709.78  # math.exp overflows (raises) above log(largest double)
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ def analyze(out: object, kind: str, classes: Sequence[object] | None, task: str 
     if arr.dtype.kind != "f":
         arr = arr.astype(np.float64)
     if arr.ndim == 2 and arr.shape[0] == 1 and arr.shape[1] > 1:
-        return _one_row(arr[0], kind, classes)
+        return _one_row(arr, kind, classes)
     top_conf = _top(arr, kind)
     if top_conf is None:
         return EMPTY
@@ -134,19 +135,53 @@ def analyze(out: object, kind: str, classes: Sequence[object] | None, task: str 
     return Analysis(confidence=confidence, class_counts=class_counts, confidence_sum=total)
 
 
-def _one_row(row: np.ndarray, kind: str, classes: Sequence[object] | None) -> Analysis:
-    """The single-row classifier output (the common online case): scalar arithmetic, no index arrays."""
+_PYTHON_ROW_CLASSES = 64
+"""Up to this many classes, a float64 single row is read as Python floats."""
+
+
+def _one_row(arr: np.ndarray, kind: str, classes: Sequence[object] | None) -> Analysis:
+    """The single-row classifier output (the common online case), ``arr`` of shape ``(1, k)``: scalar arithmetic,
+    no index arrays. A float64 row of up to :data:`_PYTHON_ROW_CLASSES` classes is read as Python floats: right
+    after a model's own work has evicted the caches, each numpy call costs microseconds, a float operation less
+    than one. Either way the result is the batch path's (numpy's argmax: the first maximum; any NaN: none)."""
+    if arr.dtype != np.float64 or arr.shape[1] > _PYTHON_ROW_CLASSES:
+        return _one_row_numpy(arr[0], kind, classes)
+    values: list[float] = arr.tolist()[0]
+    if math.isnan(sum(values)):  # a NaN (or +inf beside -inf): no confidence, as when argmax picks the NaN
+        return EMPTY
+    best = max(values)
+    i = values.index(best)
+    if kind == PROBA:
+        c = best
+    elif kind == LOG_PROBA:
+        c = math.exp(best) if best < _EXP_MAX else math.inf
+    elif not math.isfinite(best):  # softmax undefined (+inf, or all -inf)
+        return EMPTY
+    else:  # softmax of scores / logits
+        c = 1.0 / sum([math.exp(v - best) for v in values])
+    return _single(c, i, len(values), classes)
+
+
+def _one_row_numpy(row: np.ndarray, kind: str, classes: Sequence[object] | None) -> Analysis:
+    """:func:`_one_row` in the row's own dtype (float32 logits stay float32, as in the batch path)."""
     i = int(row.argmax())
     best = float(row[i])
     if kind == PROBA:
         c = best
     elif kind == LOG_PROBA:
-        c = math.exp(best)
+        c = math.exp(best) if best < _EXP_MAX else math.inf
+    elif not math.isfinite(best):  # softmax undefined (NaN, +inf, or all -inf): skipped, with no RuntimeWarning
+        return EMPTY
     else:  # softmax of scores / logits
         c = 1.0 / float(np.exp(row - row[i]).sum())
+    return _single(c, i, row.size, classes)
+
+
+def _single(c: float, i: int, k: int, classes: Sequence[object] | None) -> Analysis:
+    """One row's analysis: confidence ``c`` (none unless finite) for class index ``i`` of ``k``."""
     if not math.isfinite(c):
         return EMPTY
-    names: Sequence[object] = classes if classes is not None and len(classes) == row.size else range(row.size)
+    names: Sequence[object] = classes if classes is not None and len(classes) == k else range(k)
     return Analysis(confidence=np.array([c]), class_counts=[(names[i], 1)])
 
 

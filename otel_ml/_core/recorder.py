@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 from opentelemetry import context, trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from otel_ml import config, semconv
@@ -112,6 +112,16 @@ def _metric_identity(name: str, version: str) -> tuple[str, str]:
             _models.add(key)
             return key
     return (semconv.MODEL_OVERFLOW, semconv.MODEL_OVERFLOW)
+
+
+def _prediction_id(ctx: SpanContext) -> str:
+    """The call's ``ml.prediction.id`` (also kept for :func:`last_prediction_id`)."""
+    if ctx.is_valid:
+        pid = format_prediction_id(ctx.trace_id, ctx.span_id)
+    else:  # tracing is off: still unique, but nothing to link feedback to
+        pid = format_prediction_id(random.getrandbits(128), random.getrandbits(64))
+    _last_prediction_id.set(pid)
+    return pid
 
 
 class Recorder:
@@ -257,8 +267,8 @@ class Recorder:
     def _finish(self, call: Call, result: object, elapsed: float, classes: Sequence[object] | None) -> None:
         op, span = call.op, call.span
         analysis = self._analyze(op, result, classes)
-        span_attrs: dict[str, AttributeValue] = {semconv.ML_PREDICTION_ID: self._prediction_id(span)}
         ctx = span.get_span_context()
+        span_attrs: dict[str, AttributeValue] = {semconv.ML_PREDICTION_ID: _prediction_id(ctx)}
         attrs, key = op.metric_attributes, op.metric_key
         conf = analysis.confidence
         if conf is not None and conf.size == 1:
@@ -288,7 +298,7 @@ class Recorder:
         etype = attributes.error_type(exc)
         message = attributes.text(str(exc)) if config.settings.capture_exception_message else semconv.REDACTED
         span_attrs: dict[str, AttributeValue] = {
-            semconv.ML_PREDICTION_ID: self._prediction_id(span),
+            semconv.ML_PREDICTION_ID: _prediction_id(span.get_span_context()),
             semconv.ERROR_TYPE: etype,
         }
         self._monitor_details(span, span_attrs)
@@ -316,15 +326,6 @@ class Recorder:
             return outputs.Analysis(confidence=conf[np.isfinite(conf)])
         # explicit classes= win over the model's own classes_
         return outputs.analyze(result, op.kind, classes if spec.classes is None else spec.classes, spec.task)
-
-    def _prediction_id(self, span: Span) -> str:
-        ctx = span.get_span_context()
-        if ctx.is_valid:
-            pid = format_prediction_id(ctx.trace_id, ctx.span_id)
-        else:  # tracing is off: still unique, but nothing to link feedback to
-            pid = format_prediction_id(random.getrandbits(128), random.getrandbits(64))
-        _last_prediction_id.set(pid)
-        return pid
 
     def _class_series(self, op: _Operation, label: object) -> _Series:
         series = op.class_attributes.get(label)

@@ -1,5 +1,5 @@
-"""bench.auto's added-cost estimator: per-round differences from the bare variant, their median and quartiles,
-over rounds whose variant order alternates."""
+"""bench.auto's added-cost estimator: per-round differences from the bare variant, their median and its
+confidence interval, over rounds whose variant order alternates."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from bench.auto import added_costs, baseline, measure, relative_target
+from bench import auto
+from bench.auto import added_costs, baseline, measure, median_interval, relative_target
 
 
 def test_added_cost_is_the_median_of_per_round_differences() -> None:
@@ -16,8 +17,18 @@ def test_added_cost_is_the_median_of_per_round_differences() -> None:
     added = added_costs(samples)
     assert added["bare"] == (0.0, 0.0, 0.0)
     assert added["auto"][0] == pytest.approx(1.0) and added["hand-written"][0] == pytest.approx(0.5)
-    # the quartiles of the differences (0.5, 1.0, 2.0), by statistics.quantiles' exclusive method
+    # three rounds are too few for a narrower interval than the extremes of the differences (0.5, 1.0, 2.0)
     assert added["auto"][1:] == pytest.approx((0.5, 2.0))
+
+
+def test_the_median_interval_is_the_binomial_one() -> None:
+    """For 100 values the 95 % interval of the median runs from the 40th to the 61st smallest (the exact
+    binomial interval); it narrows as the square root of the count."""
+    values = [float(v) for v in range(100)][::-1]  # any order
+    assert median_interval(values) == (39.0, 60.0)
+    lo, hi = median_interval([float(v) for v in range(10_000)])
+    assert (lo, hi) == (4901.0, 5098.0)
+    assert median_interval([7.0]) == (7.0, 7.0)
 
 
 def test_rounds_must_pair_up() -> None:
@@ -33,11 +44,61 @@ def test_the_variant_order_alternates_from_round_to_round() -> None:
         return lambda x: ran.append(name)
 
     variants = {name: variant(name) for name in ("bare", "auto", "auto+sketch")}
-    med, added, _ = measure(variants, None, calls=1, rounds=3)
-    warm_up, rounds = ran[:3], [ran[3:6], ran[6:9], ran[9:12]]
-    assert warm_up == ["bare", "auto", "auto+sketch"] and len(ran) == 12
-    assert rounds == [["bare", "auto", "auto+sketch"], ["auto+sketch", "auto", "bare"], ["bare", "auto", "auto+sketch"]]
+    med, added, _ = measure(variants, None, calls=2, rounds=3)
+    turns = [ran[i : i + 2] for i in range(0, len(ran), 2)]
+    assert all(a == b for a, b in turns)  # a turn is `calls` calls of one variant
+    order = [a for a, _ in turns]
+    assert len(order) == 3 * (auto.WARM_UP_ROUNDS + 3)
+    forward, backward = ["bare", "auto", "auto+sketch"], ["auto+sketch", "auto", "bare"]
+    assert order[-9:] == forward + backward + forward  # the timed rounds, after the warm-up ones
+    assert order[:6] == forward + backward
     assert set(med) == set(added) == set(variants)
+
+
+def test_a_turn_leaves_nothing_queued_for_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Work a variant's calls hand to otel-ml's worker is drained (untimed) before the next variant's turn, and
+    its time is reported per call as what the turn left queued."""
+    drained: list[str] = []
+    last: list[str] = []
+
+    class Worker:
+        def drain(self, timeout: float) -> bool:
+            drained.append(last[-1])
+            return True
+
+    class Runtime:
+        worker = Worker()
+
+    def variant(name: str) -> Any:
+        return lambda x: last.append(name)
+
+    monkeypatch.setattr(auto.runtime, "get", lambda: Runtime())
+    variants = {name: variant(name) for name in ("bare", "auto")}
+    _, _, queued = measure(variants, None, calls=3, rounds=2)
+    assert drained == [last[i] for i in range(2, len(last), 3)]  # once per turn, after its last call
+    assert len(drained) == 2 * (auto.WARM_UP_ROUNDS + 2) and set(queued) == {"bare", "auto"}
+
+
+def test_turns_swap_the_class_patches_only_when_the_variant_needs_the_other_state(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Bare variants run on the library's own methods, instrumented ones on the patches: the swap (about 250
+    class attributes) happens only between the two, and the patches are back in place at the end."""
+
+    class Owner:
+        method = "wrapper"
+
+    monkeypatch.setattr(auto.sk_auto, "_patches", {(Owner, "method"): ("original", "wrapper")})
+    monkeypatch.setattr(auto.torch_auto, "_patch", None)
+    seen: list[tuple[str, str]] = []
+
+    def variant(name: str) -> Any:
+        return lambda x: seen.append((name, Owner.method))
+
+    variants = {name: variant(name) for name in ("bare", "auto")}
+    measure(variants, None, calls=1, rounds=2)
+    assert all(method == ("original" if name == "bare" else "wrapper") for name, method in seen)
+    assert Owner.method == "wrapper"
 
 
 def test_the_sketching_variant_is_measured_against_its_own_model_copy() -> None:

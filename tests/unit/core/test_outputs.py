@@ -539,3 +539,42 @@ def test_zero_dimensional_score_goes_through_sigmoid() -> None:
 @pytest.mark.parametrize("out", [None, object(), {"a": 1}, b"bytes", iter([1, 2])], ids=repr)
 def test_unknown_objects_give_nothing(out: object) -> None:
     assert analyze(out, "auto", None, None) == EMPTY
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["python-floats", "numpy"])
+@pytest.mark.parametrize("kind", ["proba", "log_proba", "logits"])
+def test_a_single_row_with_nan_has_no_confidence_wherever_the_nan_is(kind: str, dtype: type) -> None:
+    """numpy's argmax picks a NaN: the batch path drops such a row, and so does the single-row path, whether
+    the NaN comes before or after the largest value (Python's max alone would skip a later one)."""
+    for row in ([[np.nan, 0.2, 0.7]], [[0.2, 0.7, np.nan]], [[0.7, np.nan, 0.2]]):
+        arr = np.array(row, dtype=dtype)
+        assert analyze(arr, kind, None, None) == EMPTY
+        assert analyze(np.vstack([arr, arr]), kind, None, None).confidence.size == 0  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["python-floats", "numpy"])
+def test_single_row_edge_values_match_the_batch_path(dtype: type) -> None:
+    """Ties go to the first class, -inf log-probabilities (classes a tree never predicts) are just small, and a
+    log-probability too large for ``exp`` gives no confidence instead of an OverflowError."""
+    tie = analyze(np.array([[0.4, 0.4, 0.2]], dtype=dtype), "proba", ["a", "b", "c"], None)
+    assert tie.class_counts == [("a", 1)] and tie.confidence is not None and tie.confidence[0] == pytest.approx(0.4)
+    log = analyze(np.array([[-np.inf, np.log(0.25), np.log(0.75)]], dtype=dtype), "log_proba", None, None)
+    assert log.class_counts == [(2, 1)] and log.confidence is not None
+    assert log.confidence[0] == pytest.approx(0.75, rel=1e-6)
+    assert analyze(np.array([[1000.0, 0.0]], dtype=dtype), "log_proba", None, None) == EMPTY
+    everything_impossible = analyze(np.array([[-np.inf, -np.inf]], dtype=dtype), "log_proba", None, None)
+    assert everything_impossible.confidence is not None and everything_impossible.confidence[0] == 0.0
+    assert analyze(np.array([[np.inf, 0.0]], dtype=dtype), "logits", None, None) == EMPTY
+    assert analyze(np.array([[-np.inf, -np.inf]], dtype=dtype), "logits", None, None) == EMPTY
+
+
+def test_many_classes_in_one_row_take_the_numpy_path_with_the_same_result() -> None:
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(3, 100))
+    full = analyze(logits, "logits", None, None)
+    assert full.confidence is not None and full.class_counts is not None
+    for i in range(3):
+        single = analyze(logits[i : i + 1], "logits", None, None)
+        assert single.confidence is not None and single.class_counts is not None
+        assert single.confidence[0] == pytest.approx(full.confidence[i], rel=1e-12)
+        assert single.class_counts == [(int(logits[i].argmax()), 1)]
