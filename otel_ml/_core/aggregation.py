@@ -90,17 +90,21 @@ def _admit(
 class _HistogramSeries:
     """Cumulative state of one histogram series, with one exemplar slot per bucket."""
 
-    __slots__ = ("attributes", "counts", "ex_ids", "ex_value", "high", "low", "n", "start_ns", "total")
+    __slots__ = ("attributes", "counts", "ex_ids", "ex_value", "high", "low", "n", "ones", "start_ns", "total")
 
     def __init__(self, attributes: Attributes, buckets: int) -> None:
         self.attributes = dict(attributes)
         self.start_ns = time.time_ns()
-        self.counts = np.zeros(buckets, dtype=np.int64)
+        self.counts = np.zeros(buckets, dtype=np.int64)  # values recorded in arrays
+        # values recorded one at a time (a call's duration): Python ints, as the exemplar slots below are Python
+        # objects. Right after a model's own work has evicted the caches, each numpy scalar read or write costs
+        # microseconds; these cost a fraction. The bucket counts are counts + ones.
+        self.ones = [0] * buckets
         self.total = 0.0
         self.n = 0
         self.low = float("inf")
         self.high = float("-inf")
-        self.ex_value = np.zeros(buckets)
+        self.ex_value: list[float] = [0.0] * buckets
         # per bucket: None, or the (trace id, span id, time ns) of its exemplar: one tuple per call, shared by the
         # buckets the call hit (a Python list: writing a few tuples costs less than a masked numpy write)
         self.ex_ids: list[tuple[int, int, int] | None] = [None] * buckets
@@ -207,9 +211,11 @@ class VectorHistogram:
             s.high = high if high > s.high else s.high
             if sampled:
                 assert ctx is not None
-                s.ex_value[idx] = values  # a value of this call per bucket it hit
-                ids, slots = _ids(ctx), s.ex_ids
-                for i in counts.nonzero()[0].tolist():  # the call's ids go to those few buckets
+                hit = np.empty(counts.size)
+                hit[idx] = values  # a value of this call per bucket it hit
+                seen, ids, slots, kept = hit.tolist(), _ids(ctx), s.ex_ids, s.ex_value
+                for i in counts.nonzero()[0].tolist():  # the call's value and ids go to those few buckets
+                    kept[i] = seen[i]
                     slots[i] = ids
 
     def record_one(self, value: float, attributes: Attributes, key: AttributesKey, ctx: SpanContext | None) -> None:
@@ -221,7 +227,7 @@ class VectorHistogram:
         i = bisect.bisect_left(self.bounds_list, value)
         with self._lock:
             s = self._get(key, attributes)
-            s.counts[i] += 1
+            s.ones[i] += 1
             s.total += value
             s.n += 1
             if value < s.low:
@@ -284,7 +290,7 @@ class VectorHistogram:
         return Metric(name=self.name, description=self.description, unit=self.unit, data=data)
 
     def _point(self, s: _HistogramSeries, now_ns: int) -> HistogramDataPoint:
-        values = s.ex_value.tolist()
+        values = s.ex_value
         exemplars = [
             Exemplar(filtered_attributes=None, value=values[i], time_unix_nano=ids[2], span_id=ids[1], trace_id=ids[0])
             for i, ids in enumerate(s.ex_ids)
@@ -296,7 +302,7 @@ class VectorHistogram:
             time_unix_nano=now_ns,
             count=s.n,
             sum=s.total,
-            bucket_counts=s.counts.tolist(),
+            bucket_counts=[a + b for a, b in zip(s.counts.tolist(), s.ones, strict=True)],
             explicit_bounds=self.bounds_list,
             min=s.low,
             max=s.high,

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -37,14 +36,17 @@ _PROBA_TOLERANCE = 1e-3
 _EXP_MAX = 709.78  # math.exp overflows (raises) above log(largest double)
 
 
-@dataclass(frozen=True)
-class Analysis:
-    """What one call's output says: per-row confidence, class counts, regression values (each optional)."""
+class Analysis(NamedTuple):
+    """What one call's output says: per-row confidence, class counts, regression values (each optional).
+
+    A tuple, not a dataclass: it is built once per call, and a frozen dataclass's constructor costs several
+    microseconds more right after the model's own work has evicted the caches."""
 
     confidence: np.ndarray | None = None
     class_counts: list[tuple[object, int]] | None = None
     values: np.ndarray | None = None
     confidence_sum: float | None = None  # when the reader summed ``confidence`` already
+    top: float | None = None  # a single row's confidence, as a float (then ``confidence`` is None)
 
 
 EMPTY = Analysis()
@@ -119,7 +121,7 @@ def analyze(out: object, kind: str, classes: Sequence[object] | None, task: str 
         c = float(confidence[0])
         if not math.isfinite(c):
             return EMPTY
-        return Analysis(confidence=np.array([c]), class_counts=[(names[int(top[0])], 1)])
+        return Analysis(class_counts=[(names[int(top[0])], 1)], top=c)
     total = float(np.add.reduce(confidence))  # finite exactly when every confidence is (they lie in [0, 1])
     if not math.isfinite(total):
         finite = np.isfinite(confidence)
@@ -182,7 +184,7 @@ def _single(c: float, i: int, k: int, classes: Sequence[object] | None) -> Analy
     if not math.isfinite(c):
         return EMPTY
     names: Sequence[object] = classes if classes is not None and len(classes) == k else range(k)
-    return Analysis(confidence=np.array([c]), class_counts=[(names[i], 1)])
+    return Analysis(class_counts=[(names[i], 1)], top=c)
 
 
 def _guess(arr: np.ndarray, task: str | None) -> str:

@@ -270,11 +270,10 @@ class Recorder:
         ctx = span.get_span_context()
         span_attrs: dict[str, AttributeValue] = {semconv.ML_PREDICTION_ID: _prediction_id(ctx)}
         attrs, key = op.metric_attributes, op.metric_key
-        conf = analysis.confidence
-        if conf is not None and conf.size == 1:
-            c = float(conf[0])
-            span_attrs[semconv.ML_PREDICTION_CONFIDENCE_MEAN] = span_attrs[semconv.ML_PREDICTION_CONFIDENCE_MIN] = c
-            self._confidence.record_one(c, attrs, key, ctx)
+        conf, top = analysis.confidence, analysis.top
+        if top is not None:  # a single row: the per-call path, no arrays
+            span_attrs[semconv.ML_PREDICTION_CONFIDENCE_MEAN] = span_attrs[semconv.ML_PREDICTION_CONFIDENCE_MIN] = top
+            self._confidence.record_one(top, attrs, key, ctx)
         elif conf is not None and conf.size:
             total = analysis.confidence_sum if analysis.confidence_sum is not None else float(np.add.reduce(conf))
             low = float(np.minimum.reduce(conf))  # the ufunc itself: ndarray.min runs a Python wrapper first

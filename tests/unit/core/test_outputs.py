@@ -310,9 +310,9 @@ def test_single_row_fast_path_equals_the_batch_path(kind: str, batch: np.ndarray
     labels: list[object] = []
     for i in range(batch.shape[0]):
         single = analyze(batch[i : i + 1], kind, classes, None)
-        assert single.confidence is not None and single.class_counts is not None
-        assert single.confidence.shape == (1,)
-        assert single.confidence[0] == pytest.approx(full.confidence[i], rel=1e-15, abs=0.0)
+        assert single.confidence is None and single.class_counts is not None  # one float, no array
+        assert single.top is not None and type(single.top) is float
+        assert single.top == pytest.approx(full.confidence[i], rel=1e-15, abs=0.0)
         ((label, n),) = single.class_counts
         assert n == 1
         labels.append(label)
@@ -532,7 +532,7 @@ def test_zero_dimensional_outputs(out: object, task: str | None, expected: Analy
 
 def test_zero_dimensional_score_goes_through_sigmoid() -> None:
     result = analyze(np.float64(0.3), "scores", None, None)
-    _assert_close(result.confidence, _sigmoid(np.array([0.3])))
+    assert result.top == pytest.approx(_sigmoid(np.array([0.3]))[0], rel=1e-12)
     assert result.class_counts == [(1, 1)]
 
 
@@ -557,13 +557,12 @@ def test_single_row_edge_values_match_the_batch_path(dtype: type) -> None:
     """Ties go to the first class, -inf log-probabilities (classes a tree never predicts) are just small, and a
     log-probability too large for ``exp`` gives no confidence instead of an OverflowError."""
     tie = analyze(np.array([[0.4, 0.4, 0.2]], dtype=dtype), "proba", ["a", "b", "c"], None)
-    assert tie.class_counts == [("a", 1)] and tie.confidence is not None and tie.confidence[0] == pytest.approx(0.4)
+    assert tie.class_counts == [("a", 1)] and tie.top == pytest.approx(0.4)
     log = analyze(np.array([[-np.inf, np.log(0.25), np.log(0.75)]], dtype=dtype), "log_proba", None, None)
-    assert log.class_counts == [(2, 1)] and log.confidence is not None
-    assert log.confidence[0] == pytest.approx(0.75, rel=1e-6)
+    assert log.class_counts == [(2, 1)] and log.top == pytest.approx(0.75, rel=1e-6)
     assert analyze(np.array([[1000.0, 0.0]], dtype=dtype), "log_proba", None, None) == EMPTY
     everything_impossible = analyze(np.array([[-np.inf, -np.inf]], dtype=dtype), "log_proba", None, None)
-    assert everything_impossible.confidence is not None and everything_impossible.confidence[0] == 0.0
+    assert everything_impossible.top == 0.0
     assert analyze(np.array([[np.inf, 0.0]], dtype=dtype), "logits", None, None) == EMPTY
     assert analyze(np.array([[-np.inf, -np.inf]], dtype=dtype), "logits", None, None) == EMPTY
 
@@ -575,6 +574,5 @@ def test_many_classes_in_one_row_take_the_numpy_path_with_the_same_result() -> N
     assert full.confidence is not None and full.class_counts is not None
     for i in range(3):
         single = analyze(logits[i : i + 1], "logits", None, None)
-        assert single.confidence is not None and single.class_counts is not None
-        assert single.confidence[0] == pytest.approx(full.confidence[i], rel=1e-12)
+        assert single.class_counts is not None and single.top == pytest.approx(full.confidence[i], rel=1e-12)
         assert single.class_counts == [(int(logits[i].argmax()), 1)]
