@@ -4,8 +4,9 @@ Run: ``python -m bench.auto`` (``--quick`` for a short run). Everything is measu
 interleaved at the finest grain: a round runs every variant once for a few calls (one call for the forest), in an
 order reversed every other round, and a variant's added cost is the median of its per-round differences from
 the bare variant, printed with that median's 95 % confidence interval. Shared VMs drift in speed over seconds
-(the same forest call takes 4 to 10 ms here): between two calls a few milliseconds apart the drift cancels, so
-the interval is a few tenths of a percent of the forest's time, where blocks a second long left it at 2 to 5 %.
+(the same forest call takes 4 to 10 ms here): between two calls a few milliseconds apart the drift cancels. The
+forest's interval is about ±0.5 % of its call (±1 % on 1,000 rows); with blocks a second long, the standard error
+of the median alone was 2 to 5 %.
 All variants use the same SDK providers (``otel_ml.configure`` with a BatchSpanProcessor and a periodic metric
 reader whose exporters discard). Cases:
 
