@@ -116,12 +116,9 @@ def analyze(out: object, kind: str, classes: Sequence[object] | None, task: str 
     if top_conf is None:
         return EMPTY
     top, confidence, k = top_conf
+    if top.size == 1:  # one row of a 1-D output: scalars, no temporaries
+        return _single(float(confidence[0]), int(top[0]), k, classes)
     names: Sequence[object] = classes if classes is not None and len(classes) == k else range(k)
-    if top.size == 1:  # the single-row fast path: scalars, no temporaries
-        c = float(confidence[0])
-        if not math.isfinite(c):
-            return EMPTY
-        return Analysis(class_counts=[(names[int(top[0])], 1)], top=c)
     total = float(np.add.reduce(confidence))  # finite exactly when every confidence is (they lie in [0, 1])
     if not math.isfinite(total):
         finite = np.isfinite(confidence)
