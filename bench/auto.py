@@ -25,7 +25,9 @@ each for one row and for a 1,000-row batch, in these variants:
 (d) LogisticRegression, MLP: ``@otel_ml.instrument`` (the core decorator) around the bare model, same output
     reading, sketching off, to separate the adapter's own cost (c)-(d) from the core's.
 
-Before each variant's turn, untimed, the patches are put in place or suspended and otel-ml's background worker is
+Before each variant's turn, untimed, the patches are put in place or suspended (when the state changes, followed
+by one call of the variant: setting a class attribute empties CPython's method cache for the class and its
+subclasses, and refilling it took ~65 µs of the next forest call) and otel-ml's background worker is
 drained (without flushing the input buffers: rows wait for a full 13,107-row batch, as in a server). So the
 worker's work lands in the timed calls of the variant that queued it as far as it overlaps them, and never in
 another variant's. A full batch goes to the worker when a call's rows fill the buffer, before the model runs:
@@ -82,14 +84,16 @@ def baseline(name: str, variants: Collection[str]) -> str:
 
 class Patches:
     """The instrumentors' class patches, in place or suspended (the original class attributes back; the patch
-    tables and recorders are kept). Swaps only when the wanted state changes: a swap sets ~250 class attributes."""
+    tables and recorders are kept). Swaps only when the wanted state changes: a swap sets ~250 class attributes,
+    and setting a class attribute empties CPython's method cache for that class and its subclasses."""
 
     def __init__(self) -> None:
         self.suspended = False
 
-    def want(self, suspended: bool) -> None:
+    def want(self, suspended: bool) -> bool:
+        """Put the patches in the wanted state; whether that took a swap."""
         if suspended == self.suspended:
-            return
+            return False
         for (owner, name), (original, wrapper) in dict(sk_auto._patches).items():
             if original is not None:
                 setattr(owner, name, original if suspended else wrapper)
@@ -97,6 +101,7 @@ class Patches:
         if torch_patch is not None:
             torch_patch[0].__call__ = torch_patch[1] if suspended else torch_patch[2]  # type: ignore[method-assign]
         self.suspended = suspended
+        return True
 
 
 def proba(model: Any) -> Predict:
@@ -126,9 +131,16 @@ def hand_written(call: Predict, name: str) -> Predict:
 
 def turn(name: str, fn: Predict, x: Any, calls: int, patches: Patches) -> tuple[float, float]:
     """One variant's turn in a round: per-call µs of ``calls`` timed calls, and per-call µs of the untimed drain
-    of otel-ml's worker after them (sketch work the calls left queued). The patches are set before, untimed."""
-    patches.want(name in SUSPENDED)
+    of otel-ml's worker after them (sketch work the calls left queued). The patches are set before, untimed.
+
+    After a swap of the patches, one untimed call settles the classes' method caches, which the swap emptied:
+    the first call after a swap took ~65 µs longer on the bare single-row forest (side script, 600 rounds), a
+    cost production never pays, and it fell on whichever variant followed the swap ('auto' or 'bare copy' in
+    alternate rounds). The drain after it leaves the worker as it was."""
     worker = runtime.get().worker
+    if patches.want(name in SUSPENDED):
+        fn(x)
+        worker.drain(10.0)
     t0 = time.perf_counter_ns()
     for _ in range(calls):
         fn(x)

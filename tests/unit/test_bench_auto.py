@@ -36,8 +36,9 @@ def test_rounds_must_pair_up() -> None:
         added_costs({"bare": [1.0, 2.0], "auto": [1.0]})
 
 
-def test_the_variant_order_alternates_from_round_to_round() -> None:
+def test_the_variant_order_alternates_from_round_to_round(monkeypatch: pytest.MonkeyPatch) -> None:
     """Run in one order, a variant that always follows another would carry any drift within a round."""
+    monkeypatch.setattr(auto, "SUSPENDED", ())  # no swaps of the patches, so no untimed calls after them
     ran: list[str] = []
 
     def variant(name: str) -> Any:
@@ -73,6 +74,7 @@ def test_a_turn_leaves_nothing_queued_for_the_next(monkeypatch: pytest.MonkeyPat
         return lambda x: last.append(name)
 
     monkeypatch.setattr(auto.runtime, "get", lambda: Runtime())
+    monkeypatch.setattr(auto, "SUSPENDED", ())
     variants = {name: variant(name) for name in ("bare", "auto")}
     _, _, queued = measure(variants, None, calls=3, rounds=2)
     assert drained == [last[i] for i in range(2, len(last), 3)]  # once per turn, after its last call
@@ -127,3 +129,31 @@ def test_the_forest_target_takes_each_share_of_its_own_bare_variant(capsys: pyte
     assert "auto: added 4.0 %" in out and "auto+sketch: added 4.5 %" in out
     added["auto+sketch"] = (11.0,) * 3
     assert not relative_target(med, added, limit=0.05)
+
+
+def test_a_turn_after_a_swap_of_the_patches_starts_with_an_untimed_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A swap empties the classes' method caches; the call that refills them is made untimed, so the cost (a
+    benchmark artefact, never paid in production) does not land on whichever variant follows the swap."""
+
+    class Owner:
+        method = "wrapper"
+
+    monkeypatch.setattr(auto.sk_auto, "_patches", {(Owner, "method"): ("original", "wrapper")})
+    monkeypatch.setattr(auto.torch_auto, "_patch", None)
+    clock = iter(range(0, 10**9, 1000))  # every perf_counter_ns() reading is 1 µs after the previous one
+    monkeypatch.setattr(auto.time, "perf_counter_ns", lambda: next(clock))
+    ran: list[str] = []
+    patches = auto.Patches()
+
+    def variant(name: str) -> Any:
+        return lambda x: ran.append(name)
+
+    # bare after auto: a swap, so one untimed call before the 3 timed ones
+    assert patches.want(False) is False
+    auto.turn("bare", variant("bare"), None, 3, patches)
+    assert ran == ["bare"] * 4 and Owner.method == "original"
+    # bare again: no swap, no extra call
+    ran.clear()
+    timed, _ = auto.turn("bare", variant("bare"), None, 3, patches)
+    assert ran == ["bare"] * 3
+    assert timed == pytest.approx(1000 / 3 / 1000)  # two clock readings 1 µs apart, over 3 calls
