@@ -32,6 +32,8 @@ NONE = "none"
 KINDS = frozenset({AUTO, PROBA, LOG_PROBA, SCORES, LOGITS, LABELS, REGRESSION, NONE})
 
 _OPERATION_KINDS = {"predict_proba": PROBA, "predict_log_proba": LOG_PROBA, "decision_function": SCORES}
+_ROW_KINDS = frozenset({PROBA, LOG_PROBA, SCORES, LOGITS})  # the kinds read row by row as class scores
+_FLOAT64 = np.dtype(np.float64)  # numpy's own descriptor: a native float64 array's dtype is this very object
 _PROBA_TOLERANCE = 1e-3
 _EXP_MAX = 709.78  # math.exp overflows (raises) above log(largest double)
 
@@ -83,6 +85,19 @@ def to_numpy(out: object) -> np.ndarray | None:
     return None
 
 
+def python_labels(classes: Sequence[object] | None) -> Sequence[object] | None:
+    """A 1-D numpy array of class labels as a list of Python values, where each converts to one with the same
+    text (integers, booleans, strings, float64); anything else as it is."""
+    if (
+        type(classes) is np.ndarray
+        and classes.ndim == 1
+        and (classes.dtype.kind in "biuU" or classes.dtype == _FLOAT64)
+    ):
+        labels: list[object] = classes.tolist()
+        return labels
+    return classes
+
+
 def resolve_kind(requested: str, operation: str) -> str:
     """The output kind for ``operation`` when the user asked for ``requested``."""
     if requested != AUTO:
@@ -97,6 +112,10 @@ def analyze(out: object, kind: str, classes: Sequence[object] | None, task: str 
     arr = to_numpy(out)
     if arr is None:
         return EMPTY
+    if kind in _ROW_KINDS:  # first, the common online case: one row of class scores
+        shape = arr.shape
+        if len(shape) == 2 and shape[0] == 1 and shape[1] > 1:
+            return _one_row(arr, kind, classes)
     if arr.ndim == 0:
         arr = arr.reshape(1)
     if kind == AUTO:
@@ -110,8 +129,6 @@ def analyze(out: object, kind: str, classes: Sequence[object] | None, task: str 
         return Analysis(values=values[np.isfinite(values)])
     if arr.dtype.kind != "f":
         arr = arr.astype(np.float64)
-    if arr.ndim == 2 and arr.shape[0] == 1 and arr.shape[1] > 1:
-        return _one_row(arr, kind, classes)
     top_conf = _top(arr, kind)
     if top_conf is None:
         return EMPTY
@@ -139,12 +156,14 @@ _PYTHON_ROW_CLASSES = 64
 
 
 def _one_row(arr: np.ndarray, kind: str, classes: Sequence[object] | None) -> Analysis:
-    """The single-row classifier output (the common online case), ``arr`` of shape ``(1, k)``: scalar arithmetic,
+    """The single-row classifier output (the common online case), ``arr`` of shape ``(1, k)``, ``k > 1``, any
+    dtype (integers are read as float64, as in the batch path): scalar arithmetic,
     no index arrays. A float64 row of up to :data:`_PYTHON_ROW_CLASSES` classes is read as Python floats: right
     after a model's own work has evicted the caches, each numpy call costs microseconds, a float operation less
     than one. Either way the result is the batch path's (numpy's argmax: the first maximum; any NaN: none)."""
-    if arr.dtype != np.float64 or arr.shape[1] > _PYTHON_ROW_CLASSES:
-        return _one_row_numpy(arr[0], kind, classes)
+    if arr.dtype is not _FLOAT64 or arr.shape[1] > _PYTHON_ROW_CLASSES:
+        row = arr[0] if arr.dtype.kind == "f" else arr[0].astype(np.float64)
+        return _one_row_numpy(row, kind, classes)
     values: list[float] = arr.tolist()[0]
     if math.isnan(sum(values)):  # a NaN (or +inf beside -inf): no confidence, as when argmax picks the NaN
         return EMPTY

@@ -116,8 +116,9 @@ def _metric_identity(name: str, version: str) -> tuple[str, str]:
 
 def _prediction_id(ctx: SpanContext) -> str:
     """The call's ``ml.prediction.id`` (also kept for :func:`last_prediction_id`)."""
-    if ctx.is_valid:
-        pid = format_prediction_id(ctx.trace_id, ctx.span_id)
+    trace_id, span_id = ctx.trace_id, ctx.span_id
+    if trace_id and span_id:  # SpanContext.is_valid: both ids non-zero
+        pid = f"{trace_id:032x}-{span_id:016x}"  # format_prediction_id, without its call
     else:  # tracing is off: still unique, but nothing to link feedback to
         pid = format_prediction_id(random.getrandbits(128), random.getrandbits(64))
     _last_prediction_id.set(pid)
@@ -137,6 +138,7 @@ class Recorder:
         self._ops: dict[str, _Operation] = {}
         self._lock = threading.Lock()
         self._labels: set[object] = set()
+        self._labels_of: tuple[object, Sequence[object] | None] = (None, None)
         self.monitor: InputMonitor | None = None
         sketch = spec.monitor.sketch_inputs
         if sketch or (sketch is None and config.settings.sketch_inputs):
@@ -211,8 +213,9 @@ class Recorder:
                 self._observe(x)
             attrs = dict(op.span_attributes)
             attrs[semconv.ML_BATCH_SIZE] = batch
-            span = self._tracer.start_span(op.span_name, kind=SpanKind.INTERNAL, attributes=attrs)
-            token = context.attach(trace.set_span_in_context(span))
+            # the context read above, passed on: the SDK and set_span_in_context would each read it again
+            span = self._tracer.start_span(op.span_name, current, SpanKind.INTERNAL, attrs)
+            token = context.attach(trace.set_span_in_context(span, current))
             return Call(op, span, token, batch, time.perf_counter())
         except Exception as exc:
             guard.internal_error("start", exc)
@@ -225,11 +228,8 @@ class Recorder:
         except Exception as exc:  # sketching failed: the span and metrics of this call still record
             guard.internal_error("sketch", exc)
 
-    def _monitor_details(self, span: Span, attrs: dict[str, AttributeValue]) -> None:
+    def _monitor_details(self, monitor: InputMonitor, span: Span, attrs: dict[str, AttributeValue]) -> None:
         """The active reference on the span, and any drift crossing queued since the last call."""
-        monitor = self.monitor
-        if monitor is None:
-            return
         ref = monitor.reference
         if ref is not None:
             attrs[semconv.ML_REFERENCE_ID] = ref.id
@@ -283,14 +283,19 @@ class Recorder:
         if analysis.values is not None and analysis.values.size:
             self._values.record(analysis.values, attrs, key, ctx)
         if analysis.class_counts:
+            known = op.class_attributes
             for label, n in analysis.class_counts:
-                series = self._class_series(op, label)
+                series = known.get(label) or self._class_series(op, label)
                 self._classes.add(n, series.attributes, series.key)
-        self._monitor_details(span, span_attrs)
+        if self.monitor is not None:
+            self._monitor_details(self.monitor, span, span_attrs)
         span.set_attributes(span_attrs)
         self._duration.record_one(elapsed, attrs, key, ctx)
         self._count.add(call.batch, attrs, key)
-        self._close(call)
+        try:  # _close, inlined on the success path
+            context.detach(call.token)  # type: ignore[arg-type]
+        finally:
+            span.end()
 
     def _fail(self, call: Call, exc: BaseException, elapsed: float) -> None:
         op, span = call.op, call.span
@@ -300,7 +305,8 @@ class Recorder:
             semconv.ML_PREDICTION_ID: _prediction_id(span.get_span_context()),
             semconv.ERROR_TYPE: etype,
         }
-        self._monitor_details(span, span_attrs)
+        if self.monitor is not None:
+            self._monitor_details(self.monitor, span, span_attrs)
         span.set_attributes(span_attrs)
         span.add_event(semconv.EXCEPTION_EVENT, {semconv.EXCEPTION_TYPE: etype, semconv.EXCEPTION_MESSAGE: message})
         span.set_status(Status(StatusCode.ERROR, etype))
@@ -324,7 +330,18 @@ class Recorder:
             conf = np.asarray(spec.confidence(result), dtype=np.float64).reshape(-1)
             return outputs.Analysis(confidence=conf[np.isfinite(conf)])
         # explicit classes= win over the model's own classes_
-        return outputs.analyze(result, op.kind, classes if spec.classes is None else spec.classes, spec.task)
+        return outputs.analyze(
+            result, op.kind, self._class_labels(classes if spec.classes is None else spec.classes), spec.task
+        )
+
+    def _class_labels(self, classes: Sequence[object] | None) -> Sequence[object] | None:
+        """``classes`` as Python values (:func:`outputs.python_labels`), converted once per ``classes_`` array: a
+        numpy scalar label costs microseconds to make, hash and compare on every call."""
+        seen, labels = self._labels_of
+        if classes is not seen:
+            labels = outputs.python_labels(classes)
+            self._labels_of = (classes, labels)  # one tuple: a concurrent call reads a matching pair
+        return labels
 
     def _class_series(self, op: _Operation, label: object) -> _Series:
         series = op.class_attributes.get(label)

@@ -309,6 +309,13 @@ def model_info(model: object) -> ModelInfo | None:
     return entry.info if entry is not None else None
 
 
+def cached(model: object, key: str) -> Any:
+    """``model``'s cached adapter state under ``key``, or ``None`` before it is built: the per-call lookup, one
+    dictionary read and a weak reference's check, with no builder closure made for the call."""
+    entry = _entries.get(id(model))
+    return entry.states.get(key) if entry is not None and entry.ref() is model else None
+
+
 def state(model: object, key: str, build: Callable[[], T]) -> T:
     """``model``'s cached adapter state under ``key`` (e.g. its Recorder), built on first use.
 

@@ -100,7 +100,7 @@ def _predict_wrapper(operation: str) -> Wrapper:
         options = _options
         if options is None or instance is None or config.settings.disabled or _get_model_active() is not None:
             return wrapped(*args, **kwargs)
-        rec = _recorder(instance, options)
+        rec = registry.cached(instance, _STATE) or _recorder(instance, options)
         call = rec.start(operation, args[0] if args else next(iter(kwargs.values()), None)) if rec else None
         if rec is None or call is None:
             return wrapped(*args, **kwargs)

@@ -143,7 +143,7 @@ def _call_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, .
     if (module.training and not options.count_training) or not options.allows(module):
         return wrapped(*args, **kwargs)
     x = args[0] if args else next(iter(kwargs.values()), None)
-    model = _model(module, x, options)
+    model = registry.cached(module, _STATE) or _model(module, x, options)
     call = model.recorder.start(OPERATION, _features(x, model.input_kind, options)) if model else None
     if model is None or call is None:
         return wrapped(*args, **kwargs)

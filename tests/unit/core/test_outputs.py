@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from otel_ml._core import outputs
-from otel_ml._core.outputs import EMPTY, Analysis, analyze, resolve_kind
+from otel_ml._core.outputs import EMPTY, Analysis, analyze, python_labels, resolve_kind
 
 RNG = np.random.default_rng(1234)
 PROBA = RNG.dirichlet(np.ones(4), size=50)  # rows of 4 class probabilities
@@ -576,3 +576,48 @@ def test_many_classes_in_one_row_take_the_numpy_path_with_the_same_result() -> N
         single = analyze(logits[i : i + 1], "logits", None, None)
         assert single.class_counts is not None and single.top == pytest.approx(full.confidence[i], rel=1e-12)
         assert single.class_counts == [(int(logits[i].argmax()), 1)]
+
+
+# -- single rows of other dtypes, and class labels ----------------------------------------------------------
+@pytest.mark.parametrize(
+    "row",
+    [np.array([[0, 1, 0]]), np.array([[0.2, 0.7, 0.1]], dtype=">f8"), np.array([[0.2, 0.7, 0.1]], dtype=np.float32)],
+    ids=["int", "big-endian-float64", "float32"],
+)
+def test_a_single_row_of_another_dtype_reads_as_the_batch_path(row: np.ndarray) -> None:
+    """Only a native float64 row is read as Python floats; integer, byte-swapped and float32 rows take the numpy
+    path (integers as float64, as in a batch) and give the batch path's class and confidence."""
+    batch = np.vstack([row, row])
+    full = analyze(batch, "proba", ["a", "b", "c"], None)
+    single = analyze(row, "proba", ["a", "b", "c"], None)
+    assert full.confidence is not None and single.top is not None
+    assert single.class_counts == [("b", 1)] and full.class_counts == [("b", 2)]
+    assert single.top == pytest.approx(float(full.confidence[0]), rel=1e-7) and single.top == pytest.approx(
+        0.7 if row.dtype.kind == "f" else 1.0, rel=1e-6
+    )
+
+
+@pytest.mark.parametrize(
+    ("classes", "expected"),
+    [
+        (np.array([0, 1, 2]), [0, 1, 2]),
+        (np.array([True, False]), [True, False]),
+        (np.array(["cat", "dog"]), ["cat", "dog"]),
+        (np.array([0.5, 1.5]), [0.5, 1.5]),
+    ],
+    ids=["int64", "bool", "str", "float64"],
+)
+def test_class_labels_become_python_values_with_the_same_text(classes: np.ndarray, expected: list[object]) -> None:
+    labels = python_labels(classes)
+    assert labels == expected and all(type(v) in (int, bool, str, float) for v in labels)  # type: ignore[union-attr]
+    assert [str(v) for v in labels] == [str(v) for v in classes]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "classes",
+    [np.array([0.1, 0.2], dtype=np.float32), np.array(["a", 1], dtype=object), np.array([[0, 1]]), ["x", "y"], None],
+    ids=["float32", "object", "2-d", "list", "none"],
+)
+def test_other_class_labels_are_kept_as_they_are(classes: Any) -> None:
+    """float32 labels would print differently as Python floats (0.1 as 0.10000000149011612)."""
+    assert python_labels(classes) is classes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import inspect
 from typing import Any
 
@@ -210,3 +211,25 @@ def test_the_parameters_come_from_the_code_and_a_clashing_name_gets_the_varargs_
     patch = registry.class_patch(clashing, lambda w, i, a, k: w(*a, **k) * 2)
     assert patch.__code__.co_flags & inspect.CO_VARARGS and patch.__code__.co_flags & inspect.CO_VARKEYWORDS
     assert patch(object(), 3) == 6
+
+
+def test_cached_gives_a_models_state_once_built_and_only_for_that_very_model() -> None:
+    """The per-call lookup: nothing before the state is built, the same object after, nothing for another model
+    that happens to get the same id once the first is gone, and nothing after ``forget_states``."""
+
+    class Model:
+        pass
+
+    model = Model()
+    assert registry.cached(model, "test") is None
+    built = registry.state(model, "test", dict)
+    assert registry.cached(model, "test") is built and registry.cached(model, "other") is None
+    key = id(model)
+    del model
+    gc.collect()
+    assert key not in registry._entries  # the entry went with its model
+    again = Model()
+    assert registry.cached(again, "test") is None
+    state = registry.state(again, "test", list)
+    registry.forget_states("test")
+    assert registry.cached(again, "test") is None and state == []

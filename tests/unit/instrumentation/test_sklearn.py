@@ -113,6 +113,26 @@ def test_every_predict_method_is_one_span_with_exact_attributes(sk_tel: InMemory
     assert not any(p.attributes[semconv.ML_OPERATION] == "score" for p in sk_tel.points(semconv.PREDICTION_CLASS))
 
 
+def test_class_labels_follow_a_refit_with_new_classes(sk_tel: InMemoryTelemetry) -> None:
+    """The recorder converts an estimator's ``classes_`` to Python labels once per array: refitting with other
+    labels (a new ``classes_``) changes the labels from the next call on, for single rows and batches alike."""
+    expected: dict[str, int] = {}
+    clf = LogisticRegression(max_iter=500)
+    for y in (Y, np.where(Y == 1, "benign", "malignant")):
+        clf.fit(X, y)
+        for rows in (X[:1], X[19:20], X[15:25]):
+            clf.predict_proba(rows)
+            for label in clf.classes_[clf.predict_proba(rows).argmax(axis=1)]:
+                expected[str(label)] = expected.get(str(label), 0) + 2  # both predict_proba calls
+    classes = {
+        p.attributes[semconv.ML_PREDICTION_CLASS]: p.value
+        for p in sk_tel.points(semconv.PREDICTION_CLASS)
+        if p.attributes[semconv.ML_OPERATION] == "predict_proba"
+    }
+    assert set(classes) == {"0", "1", "benign", "malignant"}
+    assert classes == expected
+
+
 def test_regressor_outputs_are_values(sk_tel: InMemoryTelemetry) -> None:
     xd, yd = load_diabetes(return_X_y=True)
     reg = Ridge().fit(xd, yd)
