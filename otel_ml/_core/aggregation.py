@@ -19,6 +19,7 @@ as the SDK's trace-based exemplar filter would.
 from __future__ import annotations
 
 import bisect
+import collections
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -59,6 +60,11 @@ GRID_CELLS = 4096
 TABLE_MIN_VALUES = 4096
 """Smaller arrays take the binary search: one numpy call, where the table takes five. Right after a model's own
 work has evicted the caches, each call costs a few µs, which a 1,000-value array does not win back."""
+
+
+DEFERRED_LIMIT = 1024
+"""Calls' deferred records (:meth:`Aggregator.defer`) waiting before the background worker is asked to apply
+them; at four times this, a call applies them itself."""
 
 
 class FallbackSink(Protocol):
@@ -128,9 +134,9 @@ def bucket_table(bounds: np.ndarray) -> tuple[float, np.ndarray, np.ndarray] | N
     return scale, base, np.append(bounds, np.inf)
 
 
-def _ids(ctx: SpanContext) -> tuple[int, int, int]:
-    """An exemplar's ids: trace id, span id, and the time now (ns)."""
-    return ctx.trace_id, ctx.span_id, time.time_ns()
+def _ids(ctx: SpanContext, at_ns: int | None = None) -> tuple[int, int, int]:
+    """An exemplar's ids: trace id, span id, and the time of the measurement (ns; default: now)."""
+    return ctx.trace_id, ctx.span_id, time.time_ns() if at_ns is None else at_ns
 
 
 def _add_counts(s: _HistogramSeries, counts: np.ndarray, n: int, total: float, low: float, high: float) -> None:
@@ -218,8 +224,16 @@ class VectorHistogram:
                     kept[i] = seen[i]
                     slots[i] = ids
 
-    def record_one(self, value: float, attributes: Attributes, key: AttributesKey, ctx: SpanContext | None) -> None:
-        """Add one value (the per-call path, e.g. a duration): ``bisect``, no numpy temporaries."""
+    def record_one(
+        self,
+        value: float,
+        attributes: Attributes,
+        key: AttributesKey,
+        ctx: SpanContext | None,
+        at_ns: int | None = None,
+    ) -> None:
+        """Add one value (the per-call path, e.g. a duration): ``bisect``, no numpy temporaries. ``at_ns``: when
+        it was measured, for its exemplar (default: now)."""
         if not self._owner.merging:
             if self._owner.fallback is not None:
                 self._owner.fallback.histogram_value(self, value, attributes)
@@ -236,7 +250,7 @@ class VectorHistogram:
                 s.high = value
             if ctx is not None and ctx.trace_flags.sampled:
                 s.ex_value[i] = value
-                s.ex_ids[i] = _ids(ctx)
+                s.ex_ids[i] = _ids(ctx, at_ns)
 
     def record_counts(
         self, counts: np.ndarray, total: float, low: float, high: float, attributes: Attributes, key: AttributesKey
@@ -405,7 +419,10 @@ InstrumentT = TypeVar("InstrumentT", VectorHistogram, VectorCounter, VectorGauge
 
 
 class Aggregator:
-    """All of otel-ml's aggregated instruments, and whether any exporter merges them."""
+    """All of otel-ml's aggregated instruments, and whether any exporter merges them.
+
+    It also holds the calls' deferred single-value records (:meth:`defer`), applied before every collection.
+    """
 
     def __init__(self, scope: InstrumentationScope) -> None:
         self.scope = scope
@@ -415,6 +432,10 @@ class Aggregator:
         self._derivers: list[Callable[[], None]] = []
         self.merging = False
         self.fallback: FallbackSink | None = None
+        self.deferred: collections.deque[tuple[Callable[[Any], None], Any]] = collections.deque()
+        # queues a task on a background thread; False if it cannot take it (nothing is lost: the records wait)
+        self.background: Callable[[Callable[[], None]], bool] | None = None
+        self._background_queued = False
 
     def _get(self, name: str, kind: type[InstrumentT], make: Callable[[], InstrumentT]) -> InstrumentT:
         with self._lock:
@@ -451,8 +472,46 @@ class Aggregator:
             self._sinks = max(0, self._sinks - 1)
             self.merging = self._sinks > 0
 
+    def defer(self, apply: Callable[[Any], None], record: Any) -> None:
+        """Hold one call's single-value records until the next collection, which calls ``apply(record)``.
+
+        Why: right after a model's own work has evicted the caches, each instrument update costs several µs
+        (a call's duration, its row count, a single row's confidence and class: ~30 µs together after a
+        forest's predict); appending one tuple costs one. Applied together, oldest first, they run warm. The
+        records hold no arrays (those are recorded at once), so the log stays small: past
+        :data:`DEFERRED_LIMIT` records the background worker applies them, past four times that the caller
+        does. Exemplars keep the time of their call (``at_ns`` of :meth:`VectorHistogram.record_one`).
+        """
+        log = self.deferred
+        log.append((apply, record))
+        if len(log) >= DEFERRED_LIMIT:
+            self._deferred_full(len(log))
+
+    def _deferred_full(self, waiting: int) -> None:
+        if waiting >= 4 * DEFERRED_LIMIT or self.background is None:
+            self.apply_deferred()  # the worker could not take them: here, rather than grow or lose them
+        elif not self._background_queued:
+            self._background_queued = True
+            if not self.background(self._apply_in_background):
+                self._background_queued = False
+
+    def _apply_in_background(self) -> None:
+        self._background_queued = False
+        self.apply_deferred()
+
+    def apply_deferred(self) -> None:
+        """Apply the deferred records, oldest first; each exactly once, whichever threads do it at once."""
+        log = self.deferred
+        while True:
+            try:
+                apply, record = log.popleft()
+            except IndexError:
+                return
+            apply(record)
+
     def metrics(self) -> list[Metric]:
-        """Cumulative snapshots of every instrument that has data."""
+        """Cumulative snapshots of every instrument that has data (the deferred records applied first)."""
+        self.apply_deferred()
         with self._lock:
             derivers = list(self._derivers)
         for derive in derivers:
@@ -484,7 +543,9 @@ class Aggregator:
         return MetricsData(resource_metrics=resource_metrics)
 
     def clear(self) -> None:
-        """Forget every series (tests; a forked child)."""
+        """Forget every series and deferred record (tests; a forked child)."""
+        self.deferred.clear()
+        self._background_queued = False
         with self._lock:
             instruments = list(self._instruments.values())
         for inst in instruments:

@@ -22,6 +22,7 @@ from opentelemetry.util.types import AttributeValue
 
 from otel_ml import config, semconv
 from otel_ml._core import attributes, guard, inputs, outputs, runtime
+from otel_ml._core.aggregation import VectorCounter, VectorHistogram
 from otel_ml._core.monitor import InputMonitor, MonitorOptions
 
 _SUPPRESS_KEYS = (context._SUPPRESS_INSTRUMENTATION_KEY, "suppress_instrumentation")
@@ -38,7 +39,7 @@ def last_prediction_id() -> str | None:
 
 def format_prediction_id(trace_id: int, span_id: int) -> str:
     """A prediction id: the predict span's trace id and span id, so feedback can link back to it."""
-    return f"{trace_id:032x}-{span_id:016x}"
+    return "%032x-%016x" % (trace_id, span_id)  # noqa: UP031  # printf-style: half an f-string's time here
 
 
 @dataclass(frozen=True)
@@ -76,13 +77,18 @@ class _Series:
 
 @dataclass
 class _Operation:
-    """Per-operation constants, built once per provider generation."""
+    """Per-operation constants, built once per provider generation, with the instruments its calls record
+    into (so a call's deferred record needs nothing of its Recorder, which it must not keep alive)."""
 
     span_name: str
     span_attributes: dict[str, AttributeValue]
     metric_attributes: dict[str, AttributeValue]
     metric_key: frozenset[tuple[str, AttributeValue]]
     kind: str
+    duration: VectorHistogram
+    count: VectorCounter
+    confidence: VectorHistogram
+    classes: VectorCounter
     error_attributes: dict[str, _Series] = field(default_factory=dict)
     class_attributes: dict[object, _Series] = field(default_factory=dict)
 
@@ -118,11 +124,27 @@ def _prediction_id(ctx: SpanContext) -> str:
     """The call's ``ml.prediction.id`` (also kept for :func:`last_prediction_id`)."""
     trace_id, span_id = ctx.trace_id, ctx.span_id
     if trace_id and span_id:  # SpanContext.is_valid: both ids non-zero
-        pid = f"{trace_id:032x}-{span_id:016x}"  # format_prediction_id, without its call
+        pid = "%032x-%016x" % (trace_id, span_id)  # noqa: UP031  # format_prediction_id without its call
     else:  # tracing is off: still unique, but nothing to link feedback to
         pid = format_prediction_id(random.getrandbits(128), random.getrandbits(64))
     _last_prediction_id.set(pid)
     return pid
+
+
+def _apply(record: tuple[Any, ...]) -> None:
+    """A successful call's single-value metrics: its duration, rows, a single row's confidence, class counts."""
+    op, elapsed, batch, top, class_series, ctx, at_ns = record
+    attrs, key = op.metric_attributes, op.metric_key
+    try:
+        if top is not None:
+            op.confidence.record_one(top, attrs, key, ctx, at_ns)
+        if class_series:
+            for series, n in class_series:
+                op.classes.add(n, series.attributes, series.key)
+        op.duration.record_one(elapsed, attrs, key, ctx, at_ns)
+        op.count.add(batch, attrs, key)
+    except Exception as exc:
+        guard.internal_error("metrics", exc)
 
 
 class Recorder:
@@ -149,6 +171,7 @@ class Recorder:
     def _bind(self, rt: runtime.Runtime) -> None:
         agg = rt.aggregator
         self._tracer = rt.tracer
+        self._aggregator = agg
         self._duration = agg.histogram(
             semconv.PREDICTION_DURATION,
             semconv.PREDICTION_DURATION_UNIT,
@@ -193,6 +216,10 @@ class Recorder:
                 metric_attributes=metric_attributes,
                 metric_key=frozenset(metric_attributes.items()),
                 kind=outputs.resolve_kind(self.spec.output, operation),
+                duration=self._duration,
+                count=self._count,
+                confidence=self._confidence,
+                classes=self._classes,
             )
             self._ops[operation] = op
         return op
@@ -271,9 +298,8 @@ class Recorder:
         span_attrs: dict[str, AttributeValue] = {semconv.ML_PREDICTION_ID: _prediction_id(ctx)}
         attrs, key = op.metric_attributes, op.metric_key
         conf, top = analysis.confidence, analysis.top
-        if top is not None:  # a single row: the per-call path, no arrays
+        if top is not None:  # a single row: the per-call path, no arrays (its value is recorded in _apply)
             span_attrs[semconv.ML_PREDICTION_CONFIDENCE_MEAN] = span_attrs[semconv.ML_PREDICTION_CONFIDENCE_MIN] = top
-            self._confidence.record_one(top, attrs, key, ctx)
         elif conf is not None and conf.size:
             total = analysis.confidence_sum if analysis.confidence_sum is not None else float(np.add.reduce(conf))
             low = float(np.minimum.reduce(conf))  # the ufunc itself: ndarray.min runs a Python wrapper first
@@ -282,16 +308,19 @@ class Recorder:
             self._confidence.record(conf, attrs, key, ctx, total=total, low=low)
         if analysis.values is not None and analysis.values.size:
             self._values.record(analysis.values, attrs, key, ctx)
+        series = None
         if analysis.class_counts:
             known = op.class_attributes
-            for label, n in analysis.class_counts:
-                series = known.get(label) or self._class_series(op, label)
-                self._classes.add(n, series.attributes, series.key)
+            series = [(known.get(label) or self._class_series(op, label), n) for label, n in analysis.class_counts]
+        record = (op, elapsed, call.batch, top, series, ctx, time.time_ns())
+        agg = self._aggregator
+        if agg.merging:  # applied before the next collection (Aggregator.defer says why)
+            agg.defer(_apply, record)
+        else:  # values go to SDK instruments, whose collection knows nothing of ours: now
+            _apply(record)
         if self.monitor is not None:
             self._monitor_details(self.monitor, span, span_attrs)
         span.set_attributes(span_attrs)
-        self._duration.record_one(elapsed, attrs, key, ctx)
-        self._count.add(call.batch, attrs, key)
         try:  # _close, inlined on the success path
             context.detach(call.token)  # type: ignore[arg-type]
         finally:

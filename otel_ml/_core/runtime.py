@@ -47,6 +47,7 @@ class Runtime:
         self._error_baseline: dict[str, int] = {}
         self._monitors: weakref.WeakSet[Any] = weakref.WeakSet()
         self.worker = Worker(config.settings.queue_size, self._count_drop)
+        self.aggregator.background = self.worker.offer
         self._bind()
 
     # -- providers ---------------------------------------------------------------------------------------

@@ -71,6 +71,20 @@ class Worker:
             return False
         return True
 
+    def offer(self, task: Task) -> bool:
+        """Queue ``task`` if there is room; a refusal is no loss (the caller still holds the work and does it
+        itself later), so only an accepted task is counted in the ledger."""
+        self._forked()
+        with self._cond:
+            if self._closed or len(self._queue) >= self.capacity:
+                return False
+            self.offered += 1
+            self._queue.append((task, 0))
+            self._cond.notify()
+            if self._thread is None:
+                self._start()
+        return True
+
     def _start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="otel_ml-worker", daemon=True)
         self._thread.start()

@@ -32,7 +32,7 @@ import otel_ml
 from otel_ml import config
 from otel_ml._core import guard, recorder, runtime
 from otel_ml._core import ledger as ledger_module
-from otel_ml._core.aggregation import MergingMetricExporter, VectorHistogram
+from otel_ml._core.aggregation import Aggregator, MergingMetricExporter, VectorHistogram
 from otel_ml._core.monitor import InputMonitor
 from otel_ml.drift import metrics as drift_metrics
 from otel_ml.instrumentation.sklearn import SklearnInstrumentor
@@ -166,7 +166,7 @@ IN_CALL_STAGES: dict[str, tuple[Any, str]] = {
     "output reader": (recorder.outputs, "analyze"),
     "span attribute builder": (recorder.Recorder, "_monitor_details"),
     "error attribute builder": (recorder.attributes, "error_type"),
-    "aggregation": (VectorHistogram, "record_one"),
+    "aggregation": (Aggregator, "defer"),  # a call's single values wait for the collection (test below)
 }
 
 
@@ -236,6 +236,30 @@ def test_strict_mode_raises_the_injected_error(
     monkeypatch.setattr(owner, attr, _raise(Injected))
     with pytest.raises(Injected):
         call(x)
+
+
+@pytest.mark.parametrize("path", list(PATHS), indirect=True)
+def test_a_fault_applying_a_calls_deferred_metrics_is_counted_at_the_collection(
+    tel: InMemoryTelemetry,
+    lenient: None,
+    monkeypatch: pytest.MonkeyPatch,
+    path: Callable[[Probe], tuple[Callable[[Any], Any], Any]],
+) -> None:
+    """A call's single-value metrics are applied when metrics are collected: a fault there reaches neither the
+    user's calls nor the collection, which still exports the rest; it is counted (stage ``metrics``) once per
+    record that failed."""
+    probe = Probe()
+    call, x = path(probe)
+    call(x)
+    tel.metrics()
+    monkeypatch.setattr(VectorHistogram, "record_one", _raise(Injected))
+    before = guard.error_counts().get("metrics", 0)
+    for _ in range(3):
+        assert call(x) is probe.returned[-1]
+    assert guard.error_counts().get("metrics", 0) == before  # nothing applied inside the calls
+    collected = tel.metrics()
+    assert guard.error_counts().get("metrics", 0) == before + 3
+    assert "ml.prediction.duration" in collected  # the earlier call's, still exported
 
 
 @pytest.mark.parametrize("fault", [Injected, MemoryError], ids=["exception", "MemoryError"])

@@ -129,6 +129,12 @@ def test_the_forest_target_takes_each_share_of_its_own_bare_variant(capsys: pyte
     assert "auto: added 4.0 %" in out and "auto+sketch: added 4.5 %" in out
     added["auto+sketch"] = (11.0,) * 3
     assert not relative_target(med, added, limit=0.05)
+    assert "hand-written" not in capsys.readouterr().out
+    # a hand-written wrapper, when measured, is printed for reference and does not decide the verdict
+    med["hand-written"], added["hand-written"] = 106.0, (6.0, 5.0, 7.5)
+    added["auto+sketch"] = (9.0,) * 3
+    assert relative_target(med, added, limit=0.05)
+    assert "hand-written wrapper: added 6.0 % (95 % CI 5.0 to 7.5 %)   (reference)" in capsys.readouterr().out
 
 
 def test_a_turn_after_a_swap_of_the_patches_starts_with_an_untimed_call(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -32,7 +33,7 @@ from sklearn.linear_model import LogisticRegression
 
 import otel_ml
 from otel_ml import config, semconv
-from otel_ml._core import guard, runtime
+from otel_ml._core import aggregation, guard, runtime
 from otel_ml._core.aggregation import (
     TABLE_MIN_VALUES,
     Aggregator,
@@ -354,6 +355,92 @@ def test_no_exemplars_for_unsampled_or_missing_span_contexts() -> None:
     point = _point(hist)
     assert point.count == 6
     assert point.exemplars == []
+
+
+def test_record_one_keeps_the_exemplar_time_it_is_given() -> None:
+    _, hist = _histogram()
+    hist.record_one(0.3, ATTRS, KEY, SAMPLED_A, 1_234_567)
+    (exemplar,) = _point(hist).exemplars
+    assert exemplar.time_unix_nano == 1_234_567 and exemplar.value == 0.3
+
+
+# -- deferred records --------------------------------------------------------------------------------------
+def test_deferred_records_are_applied_in_order_before_a_collection() -> None:
+    agg = _merging_aggregator()
+    counter = agg.counter("test.count", "1", "")
+    applied: list[int] = []
+
+    def apply(n: int) -> None:
+        applied.append(n)
+        counter.add(n, ATTRS, KEY)
+
+    for n in (1, 2, 3):
+        agg.defer(apply, n)
+    assert applied == [] and counter.snapshot(time.time_ns()) is None  # nothing yet
+    (metric,) = agg.metrics()
+    assert applied == [1, 2, 3] and metric.data.data_points[0].value == 6
+    assert agg.metrics()[0].data.data_points[0].value == 6  # each record once
+    agg.defer(apply, 4)
+    agg.clear()  # a forked child, a test: the records go with the series
+    assert agg.metrics() == [] and applied == [1, 2, 3]
+
+
+def test_a_full_log_goes_to_the_background_once_and_past_four_times_the_limit_to_the_caller(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(aggregation, "DEFERRED_LIMIT", 4)
+    agg = _merging_aggregator()
+    applied: list[int] = []
+    queued: list[Any] = []
+    accept = [True]
+
+    def background(task: Any) -> bool:
+        if accept[0]:
+            queued.append(task)
+        return accept[0]
+
+    agg.background = background
+    for n in range(6):
+        agg.defer(applied.append, n)
+    assert len(queued) == 1 and applied == []  # asked once at 4 waiting, not again while it is queued
+    queued.pop()()  # the worker runs it: everything waiting so far
+    assert applied == list(range(6)) and not agg.deferred
+    accept[0] = False  # the worker is full from now on: nothing is lost, the records wait
+    for n in range(6, 23):
+        agg.defer(applied.append, n)
+    assert applied == list(range(22)) and len(agg.deferred) == 1  # the 16th waiting (4 x 4) applied them all
+    agg.metrics()
+    assert applied == list(range(23)) and queued == []
+
+
+def test_records_deferred_by_many_threads_are_each_applied_once() -> None:
+    agg = _merging_aggregator()
+    counter = agg.counter("test.count", "1", "")
+    agg.background = lambda task: threading.Thread(target=task).start() is None  # a busy background thread
+
+    def apply(n: int) -> None:
+        counter.add(n, ATTRS, KEY)
+
+    def caller() -> None:
+        for _ in range(5000):
+            agg.defer(apply, 1)
+
+    threads = [threading.Thread(target=caller) for _ in range(4)]
+    collecting = True
+
+    def collector() -> None:
+        while collecting:
+            agg.metrics()
+
+    reader = threading.Thread(target=collector)
+    reader.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    collecting = False
+    reader.join()
+    assert agg.metrics()[0].data.data_points[0].value == 20_000
 
 
 # -- counters ----------------------------------------------------------------------------------------------

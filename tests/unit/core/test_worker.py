@@ -301,3 +301,24 @@ def test_the_data_queued_tasks_hold_is_bounded(make_worker: Callable[[int], Work
     assert ran[-1] == "e"
     assert w.submit(lambda: ran.append("f"), 64 * mib) and w.drain(WAIT)  # the bytes went with the tasks
     assert ran[-1] == "f"
+
+
+def test_offer_queues_when_there_is_room_and_a_refusal_is_not_a_drop(
+    make_worker: Callable[[int], Worker], drops: Drops
+) -> None:
+    """``offer`` is for work the caller can still do itself: a full or closed queue refuses it without counting
+    a drop, and only an accepted task enters the ledger (offered == completed + dropped + pending)."""
+    w = make_worker(1)
+    gate = Gate()
+    out: list[int] = []
+    assert w.offer(gate) is True
+    assert gate.started.wait(WAIT)
+    assert w.offer(_append(out, 1)) is True
+    assert w.offer(_append(out, 2)) is False  # full: one queued behind the running gate
+    assert drops.calls == [] and w.dropped == 0
+    assert w.ledger()["offered"] == 2
+    gate.release.set()
+    assert w.drain(WAIT) is True
+    assert out == [1] and w.completed == 2
+    w.close(WAIT)
+    assert w.offer(_append(out, 3)) is False and drops.calls == [] and w.ledger()["offered"] == 2

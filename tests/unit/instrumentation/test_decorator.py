@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 
 import numpy as np
 import pytest
@@ -302,3 +303,35 @@ def test_prediction_ids_are_unique_even_without_tracing() -> None:
             ids.add(otel_ml.last_prediction_id())
     assert len(ids) == 200
     assert all(len(i) == 49 and i[32] == "-" for i in ids)
+
+
+def test_a_calls_single_value_metrics_wait_for_the_collection_and_keep_their_exemplar_time(
+    tel: InMemoryTelemetry,
+) -> None:
+    """A call's duration, row count and a single row's confidence and class are applied when metrics are
+    collected (or by the worker once many wait), not inside the call; their exemplars still carry the call's
+    time and span, and nothing is counted twice."""
+    from otel_ml._core import runtime
+
+    @otel_ml.instrument(name="m", output="proba")
+    def predict(x: object) -> np.ndarray:
+        return np.array([[0.2, 0.8]])
+
+    predict([1])
+    (span,) = tel.spans()
+    assert len(runtime.get().aggregator.deferred) == 1  # waiting: the call recorded no metric itself
+    time.sleep(0.02)  # collection well after the call
+    collected = tel.metrics()
+    assert not runtime.get().aggregator.deferred
+    (duration,) = tel.points(semconv.PREDICTION_DURATION, collected)
+    (confidence,) = tel.points(semconv.PREDICTION_CONFIDENCE, collected)
+    (count,) = tel.points(semconv.PREDICTION_COUNT, collected)
+    (label,) = tel.points(semconv.PREDICTION_CLASS, collected)
+    assert duration.count == 1 and confidence.count == 1 and confidence.sum == pytest.approx(0.8)
+    assert count.value == 1 and label.attributes[semconv.ML_PREDICTION_CLASS] == "1" and label.value == 1
+    assert span.start_time is not None and span.end_time is not None
+    for point in (duration, confidence):
+        (exemplar,) = point.exemplars
+        assert (exemplar.trace_id, exemplar.span_id) == (span.context.trace_id, span.context.span_id)
+        assert span.start_time <= exemplar.time_unix_nano <= span.end_time  # the call's time, not the collection's
+    assert tel.points(semconv.PREDICTION_COUNT)[0].value == 1  # a second collection adds nothing

@@ -395,6 +395,23 @@ def test_settings_and_recorders_go_away_with_their_model(sk_tel: InMemoryTelemet
     gc.collect()
     assert alive() is None  # neither the settings nor the Recorder keep the estimator alive
     assert len(registry._entries) == entries - 1
+
+
+def test_a_calls_waiting_metrics_keep_neither_the_model_nor_its_recorder_alive(sk_tel: InMemoryTelemetry) -> None:
+    """A call's single-value metrics wait for the collection; the record refers to the operation's attributes
+    and instruments only, so a discarded model's Recorder (and its input monitor) goes with the model."""
+    from otel_ml._core import runtime
+
+    model = LogisticRegression(max_iter=200).fit(XI, YI)
+    model.predict_proba(XI[:1])
+    model.predict_proba(XI[:1])
+    rec = weakref.ref(registry.cached(model, "sklearn"))
+    assert rec() is not None and len(runtime.get().aggregator.deferred) == 2
+    del model
+    gc.collect()
+    assert rec() is None
+    (count,) = sk_tel.points(semconv.PREDICTION_COUNT)  # the waiting records still count
+    assert count.value == 2
     with pytest.raises(TypeError, match="cannot be weakly referenced"):
         otel_ml.set_model_info(_Slotted(), name="slotted")
 
