@@ -234,20 +234,23 @@ class InputMonitor:
         """Take one call's input (on the caller's thread): buffer rows, hand full batches to the worker."""
         width = self._matrix_width
         arr = host_array(x) if width else None
-        if arr is not None and arr.ndim == 2 and arr.shape[1] == width and arr.dtype.kind == "f":
-            # the hot path: a float matrix with the schema already known (names came from the first call)
-            x = arr
-            if width > self.max_features:  # a wide input: its first max_features columns, the rest counted
-                runtime.get().count_drop(semconv.DROP_FEATURE_LIMIT, width - self.max_features)
-                x = x[:, : self.max_features]
-            rows = x.shape[0]
-            self.rows_observed += rows
-            limit = buffer_limit(x.shape[1])
-            if rows < limit:
-                self._buffer_rows(x, limit)
-            else:
-                self._submit_matrix(np.array(x, dtype=np.float64))
-            return
+        if arr is not None:
+            shape = arr.shape  # read once: each read of .shape builds a tuple
+            if len(shape) == 2 and shape[1] == width and arr.dtype.kind == "f":
+                # the hot path: a float matrix with the schema already known (names came from the first call)
+                matrix = arr
+                if width > self.max_features:  # a wide input: its first max_features columns, the rest counted
+                    runtime.get().count_drop(semconv.DROP_FEATURE_LIMIT, width - self.max_features)
+                    width = self.max_features
+                    matrix = matrix[:, :width]
+                rows = shape[0]
+                self.rows_observed += rows
+                limit = buffer_limit(width)
+                if rows < limit:
+                    self._buffer_rows(matrix, limit)
+                else:
+                    self._submit_matrix(np.array(matrix, dtype=np.float64))
+                return
         table = to_table(x, self._names or (self.reference.feature_names if self.reference else None))
         if isinstance(table, Skip):
             runtime.get().count_drop(table.reason)
@@ -275,15 +278,17 @@ class InputMonitor:
     def _buffer_rows(self, rows: np.ndarray, limit: int) -> None:
         """Copy ``rows`` into the buffer, which grows by doubling up to ``limit`` rows (:func:`buffer_limit`); a
         full buffer goes to the worker as one batch (many calls' rows, one sort: see :data:`BUFFER_VALUES`)."""
-        width = rows.shape[1]
-        full: list[np.ndarray] = []
+        count, width = rows.shape
         with self._lock:
             buf, filled = self._buffer, self._filled
-            end = filled + rows.shape[0]
-            if buf is not None and end < buf.shape[0] <= limit and buf.shape[1] == width:  # room left: most calls
-                buf[filled:end] = rows
-                self._filled = end
-                return
+            end = filled + count
+            if buf is not None:
+                size, columns = buf.shape
+                if end < size <= limit and columns == width:  # room left: most calls
+                    buf[filled:end] = rows
+                    self._filled = end
+                    return
+            full: list[np.ndarray] = []
             if buf is not None and (buf.shape[1] != width or buf.shape[0] > limit):  # new width, or settings reloaded
                 if filled:
                     full.append(buf[:filled])
