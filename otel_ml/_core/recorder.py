@@ -122,9 +122,8 @@ def _metric_identity(name: str, version: str) -> tuple[str, str]:
 
 def _prediction_id(ctx: SpanContext) -> str:
     """The call's ``ml.prediction.id`` (also kept for :func:`last_prediction_id`)."""
-    trace_id, span_id = ctx.trace_id, ctx.span_id
-    if trace_id and span_id:  # SpanContext.is_valid: both ids non-zero
-        pid = "%032x-%016x" % (trace_id, span_id)  # noqa: UP031  # format_prediction_id without its call
+    if ctx.is_valid:
+        pid = format_prediction_id(ctx.trace_id, ctx.span_id)
     else:  # tracing is off: still unique, but nothing to link feedback to
         pid = format_prediction_id(random.getrandbits(128), random.getrandbits(64))
     _last_prediction_id.set(pid)
@@ -310,8 +309,7 @@ class Recorder:
             self._values.record(analysis.values, attrs, key, ctx)
         series = None
         if analysis.class_counts:
-            known = op.class_attributes
-            series = [(known.get(label) or self._class_series(op, label), n) for label, n in analysis.class_counts]
+            series = [(self._class_series(op, label), n) for label, n in analysis.class_counts]
         record = (op, elapsed, call.batch, top, series, ctx, time.time_ns())
         agg = self._aggregator
         if agg.merging:  # applied before the next collection (Aggregator.defer says why)
@@ -321,10 +319,7 @@ class Recorder:
         if self.monitor is not None:
             self._monitor_details(self.monitor, span, span_attrs)
         span.set_attributes(span_attrs)
-        try:  # _close, inlined on the success path
-            context.detach(call.token)  # type: ignore[arg-type]
-        finally:
-            span.end()
+        self._close(call)
 
     def _fail(self, call: Call, exc: BaseException, elapsed: float) -> None:
         op, span = call.op, call.span

@@ -60,12 +60,8 @@ class Worker:
                 self.dropped += 1
                 full = True
             else:
-                queue.append((task, nbytes))
-                self._bytes += nbytes
-                self._cond.notify()
+                self._enqueue(task, nbytes)
                 full = False
-                if self._thread is None:
-                    self._start()
         if full:
             self._on_drop(reason, 1)
             return False
@@ -79,11 +75,16 @@ class Worker:
             if self._closed or len(self._queue) >= self.capacity:
                 return False
             self.offered += 1
-            self._queue.append((task, 0))
-            self._cond.notify()
-            if self._thread is None:
-                self._start()
+            self._enqueue(task, 0)
         return True
+
+    def _enqueue(self, task: Task, nbytes: int) -> None:
+        """Queue an accepted task and wake (or start) the thread; called holding ``_cond``."""
+        self._queue.append((task, nbytes))
+        self._bytes += nbytes
+        self._cond.notify()
+        if self._thread is None:
+            self._start()
 
     def _start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="otel_ml-worker", daemon=True)

@@ -321,8 +321,7 @@ def state(model: object, key: str, build: Callable[[], T]) -> T:
 
     Estimators and modules can always be weakly referenced (``BaseEstimator`` and ``nn.Module`` have no
     ``__slots__``); anything else raises ``TypeError`` here, which the adapters count as an internal error."""
-    entry = _find(model)
-    found = entry.states.get(key) if entry is not None else None
+    found = cached(model, key)
     if found is not None:
         return found
     with _lock:

@@ -30,7 +30,7 @@ STAGES = {
     "input adapter": (recorder.inputs, "batch_size"),
     "attribute builder": (recorder.attributes, "error_type"),
     "span start": (recorder.Recorder, "_operation"),
-    "prediction id": (recorder, "_prediction_id"),
+    "prediction id": (recorder, "format_prediction_id"),
 }
 
 
