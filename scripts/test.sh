@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs everything the test suite needs into ./.venv, then runs ruff, mypy and the whole pytest suite.
+# Installs everything the test suite needs into ./.venv, then runs ruff (lint and format), mypy and the whole pytest
+# suite.
 # Used as-is by README ("run the tests") and by .ci/run (with CI=true: integration tests may not skip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,5 +15,6 @@ PYTHON=${PYTHON:-python3}
 bash scripts/install-test-tools.sh
 
 .venv/bin/ruff check otel_ml tests bench examples
+.venv/bin/ruff format --check otel_ml tests bench examples
 .venv/bin/mypy otel_ml
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

@@ -169,9 +169,7 @@ def parse_mode(spec: str) -> FaultMode:
         if not 400 <= status <= 599:
             raise ValueError(f"reject-http needs a 4xx/5xx status, got {arg!r}")
         fallback = grpc.StatusCode.INTERNAL if status >= 500 else grpc.StatusCode.FAILED_PRECONDITION
-        return FaultMode(
-            "reject", grpc_code=HTTP_TO_GRPC.get(status, fallback), http_status=status, spec=spec
-        )
+        return FaultMode("reject", grpc_code=HTTP_TO_GRPC.get(status, fallback), http_status=status, spec=spec)
     raise ValueError(f"unknown mode: {spec!r}")
 
 
@@ -533,9 +531,7 @@ class _Servicer:
 
     def Export(self, request: Message, context: grpc.ServicerContext) -> Message:
         """Record the request and answer per the fault mode."""
-        decision = self._sink.handle(
-            self.signal_name, "grpc", request, None, None, is_client_alive=context.is_active
-        )
+        decision = self._sink.handle(self.signal_name, "grpc", request, None, None, is_client_alive=context.is_active)
         if not decision.accepted:
             code = decision.mode.grpc_code or grpc.StatusCode.INVALID_ARGUMENT
             if self._retry_after is not None:
@@ -736,9 +732,7 @@ class _OtlpHttpHandler(BaseHTTPRequestHandler):
         if self.server.retry_after is not None:
             ra = self.server.retry_after
             headers.append(("Retry-After", str(int(ra)) if ra == int(ra) else f"{ra:g}"))
-        self._send_error_status(
-            _HttpError(status, f"otlp_receiver: rejected by mode {decision.mode.spec}"), headers
-        )
+        self._send_error_status(_HttpError(status, f"otlp_receiver: rejected by mode {decision.mode.spec}"), headers)
 
     def _not_allowed(self) -> None:
         """Any method but POST: 405 (404 for unknown paths)."""
@@ -912,12 +906,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Command-line interface (see the module docstring)."""
     parser = argparse.ArgumentParser(description="Loopback OTLP (gRPC + HTTP/protobuf) receiver for tests.")
     parser.add_argument("--out", required=True, help="JSON-lines output file (appended to)")
-    parser.add_argument(
-        "--grpc-port", type=int, default=0, help="gRPC port on 127.0.0.1 (0 = pick a free one)"
-    )
-    parser.add_argument(
-        "--http-port", type=int, default=0, help="HTTP port on 127.0.0.1 (0 = pick a free one)"
-    )
+    parser.add_argument("--grpc-port", type=int, default=0, help="gRPC port on 127.0.0.1 (0 = pick a free one)")
+    parser.add_argument("--http-port", type=int, default=0, help="HTTP port on 127.0.0.1 (0 = pick a free one)")
     parser.add_argument(
         "--mode",
         default="accept",
@@ -932,9 +922,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="on rejection also send HTTP Retry-After / gRPC google.rpc.RetryInfo with this delay (s)",
     )
-    parser.add_argument(
-        "--lifetime", type=float, default=120.0, help="exit by itself after this many seconds"
-    )
+    parser.add_argument("--lifetime", type=float, default=120.0, help="exit by itself after this many seconds")
     parser.add_argument("--tls-cert", default=None, help="PEM certificate chain: serve TLS on both ports")
     parser.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
     args = parser.parse_args(argv)

@@ -425,8 +425,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         ranked_expr = 'sum by (ml_model_version) (ml_feature_rank_count{ml_feature_name="mean radius"})'
         p.wait_for(
             "every row ranked",
-            lambda: p.by(ranked_expr, "ml_model_version")
-            == {(STABLE,): totals["rows"][STABLE], (CANARY,): totals["rows"][CANARY]},
+            lambda: (
+                p.by(ranked_expr, "ml_model_version")
+                == {(STABLE,): totals["rows"][STABLE], (CANARY,): totals["rows"][CANARY]}
+            ),
             SETTLE_TIMEOUT_S,
         )
         settled = time.time()

@@ -104,9 +104,7 @@ def send_sample(transport: str, endpoint: str, tag: str, gzip_http: bool = True)
     meter = meter_provider.get_meter(SCOPE, "0.0.1")
     logger = logger_provider.get_logger(SCOPE, "0.0.1")
     counter = meter.create_counter(f"harness.predictions.{tag}", unit="1")
-    histogram = meter.create_histogram(
-        f"harness.latency.{tag}", unit="s", explicit_bucket_boundaries_advisory=BOUNDS
-    )
+    histogram = meter.create_histogram(f"harness.latency.{tag}", unit="s", explicit_bucket_boundaries_advisory=BOUNDS)
     try:
         with tracer.start_as_current_span(f"upstream-{tag}") as upstream:
             up = upstream.get_span_context()
@@ -151,8 +149,7 @@ def assert_sample(rx: OtlpReceiverHandle, tag: str, ids: dict[str, str]) -> None
     counter_name, hist_name = f"harness.predictions.{tag}", f"harness.latency.{tag}"
     rx.wait_for(
         lambda rs: (
-            {f"upstream-{tag}", f"predict-{tag}", f"preprocess-{tag}"}
-            <= {r["name"] for r in rs if r["kind"] == "span"}
+            {f"upstream-{tag}", f"predict-{tag}", f"preprocess-{tag}"} <= {r["name"] for r in rs if r["kind"] == "span"}
             and {counter_name, hist_name} <= {r["name"] for r in rs if r["kind"] == "metric"}
             and any(r["kind"] == "log" for r in rs)
         )
@@ -248,9 +245,7 @@ def test_http_direct(otlp_receiver: OtlpReceiverHandle, gzip_http: bool) -> None
 
 
 @pytest.mark.parametrize("transport", ["grpc", "http"])
-def test_through_rotel(
-    rotel_collector: RotelHandle, otlp_receiver: OtlpReceiverHandle, transport: str
-) -> None:
+def test_through_rotel(rotel_collector: RotelHandle, otlp_receiver: OtlpReceiverHandle, transport: str) -> None:
     """SDK -> real rotel collector (gRPC or HTTP in) -> OTLP/gRPC -> receiver, intact."""
     endpoint = rotel_collector.grpc_endpoint if transport == "grpc" else rotel_collector.http_endpoint
     ids = send_sample(transport, endpoint, f"rotel-{transport}")
@@ -261,9 +256,7 @@ def test_through_rotel(
 # --------------------------------------------------------------------------- raw OTLP/HTTP
 
 
-def _post(
-    url: str, body: bytes, headers: dict[str, str], method: str = "POST"
-) -> tuple[int, dict[str, str], bytes]:
+def _post(url: str, body: bytes, headers: dict[str, str], method: str = "POST") -> tuple[int, dict[str, str], bytes]:
     """One HTTP request; returns (status, headers, body) for success and error answers."""
     req = urllib.request.Request(url, data=body if method == "POST" else None, headers=headers, method=method)
     try:
@@ -301,9 +294,7 @@ def test_http_protocol_details(otlp_receiver: OtlpReceiverHandle) -> None:
     traces.resource_spans.add().scope_spans.add().spans.append(span)
     url = f"{otlp_receiver.http_endpoint}/v1/traces"
     proto = {"Content-Type": "application/x-protobuf"}
-    status, headers, body = _post(
-        url, gzip.compress(traces.SerializeToString()), {**proto, "Content-Encoding": "gzip"}
-    )
+    status, headers, body = _post(url, gzip.compress(traces.SerializeToString()), {**proto, "Content-Encoding": "gzip"})
     assert status == 200
     assert headers["Content-Type"] == "application/x-protobuf"
     trace_service_pb2.ExportTraceServiceResponse.FromString(body)  # a valid (empty) response
@@ -400,9 +391,7 @@ def _endpoint(rx: OtlpReceiverHandle, transport: str) -> str:
 
 
 @pytest.mark.parametrize("transport", ["grpc", "http"])
-def test_reject_is_permanent(
-    otlp_receiver_factory: ReceiverFactory, export_once: Any, transport: str
-) -> None:
+def test_reject_is_permanent(otlp_receiver_factory: ReceiverFactory, export_once: Any, transport: str) -> None:
     """``reject``: INVALID_ARGUMENT / HTTP 400, not retryable -> FAILURE at once, nothing stored."""
     rx = otlp_receiver_factory("reject")
     result, seconds = export_once(transport, _endpoint(rx, transport), 5.0)
@@ -416,9 +405,7 @@ def test_reject_is_permanent(
     assert rx.spans() == []
 
 
-@pytest.mark.parametrize(
-    ("transport", "mode"), [("grpc", "reject-grpc-code:UNAVAILABLE"), ("http", "reject-http:503")]
-)
+@pytest.mark.parametrize(("transport", "mode"), [("grpc", "reject-grpc-code:UNAVAILABLE"), ("http", "reject-http:503")])
 def test_transient_reject_then_retry_succeeds(
     otlp_receiver_factory: ReceiverFactory, export_once: Any, transport: str, mode: str
 ) -> None:
@@ -436,9 +423,7 @@ def test_transient_reject_then_retry_succeeds(
     assert [s["name"] for s in rx.spans()] == ["fault-probe"]
 
 
-def test_reject_http_413_maps_to_resource_exhausted(
-    otlp_receiver_factory: ReceiverFactory, export_once: Any
-) -> None:
+def test_reject_http_413_maps_to_resource_exhausted(otlp_receiver_factory: ReceiverFactory, export_once: Any) -> None:
     """``reject-http:413``: HTTP fails at once; gRPC gets RESOURCE_EXHAUSTED (retryable, bounded)."""
     rx = otlp_receiver_factory("reject-http:413")
     result, seconds = export_once("http", rx.http_endpoint, 5.0)
@@ -451,9 +436,7 @@ def test_reject_http_413_maps_to_resource_exhausted(
 
 
 @pytest.mark.parametrize("transport", ["grpc", "http"])
-def test_slow_beyond_timeout_fails(
-    otlp_receiver_factory: ReceiverFactory, export_once: Any, transport: str
-) -> None:
+def test_slow_beyond_timeout_fails(otlp_receiver_factory: ReceiverFactory, export_once: Any, transport: str) -> None:
     """``slow:3`` with a 1 s exporter timeout -> FAILURE after about 1 s (not 3 s)."""
     rx = otlp_receiver_factory("slow:3")
     result, seconds = export_once(transport, _endpoint(rx, transport), 1.0)
@@ -473,9 +456,7 @@ def test_slow_within_timeout_succeeds(otlp_receiver_factory: ReceiverFactory, ex
 
 
 @pytest.mark.parametrize("transport", ["grpc", "http"])
-def test_blackhole_times_out(
-    otlp_receiver_factory: ReceiverFactory, export_once: Any, transport: str
-) -> None:
+def test_blackhole_times_out(otlp_receiver_factory: ReceiverFactory, export_once: Any, transport: str) -> None:
     """``blackhole``: the TCP connection is accepted, no answer ever -> FAILURE within the timeout."""
     rx = otlp_receiver_factory("blackhole")
     result, seconds = export_once(transport, _endpoint(rx, transport), 1.0)

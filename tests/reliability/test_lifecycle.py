@@ -358,11 +358,14 @@ def test_no_model_or_input_kept_alive(tel: InMemoryTelemetry, figures: ScenarioF
     snapshot = tracemalloc.take_snapshot()
     tracemalloc.stop()
     grown = (psutil.Process().memory_info().rss - rss) / MB
-    ours = sum(
-        stat.size
-        for stat in snapshot.statistics("filename")
-        if "otel_ml" in stat.traceback[0].filename and "tests" not in stat.traceback[0].filename
-    ) / MB
+    ours = (
+        sum(
+            stat.size
+            for stat in snapshot.statistics("filename")
+            if "otel_ml" in stat.traceback[0].filename and "tests" not in stat.traceback[0].filename
+        )
+        / MB
+    )
     assert len(models) == 0 and len(inputs) == 0, (len(models), len(inputs))
     assert grown < 10, grown
     assert ours < 5, ours
