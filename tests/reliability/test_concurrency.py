@@ -16,6 +16,9 @@ from conftest import Apps, Receivers, ScenarioFigures, last_metric, span_ids
 import otel_ml
 from otel_ml.testing import InMemoryTelemetry
 
+LAG_RUNS = 5  # instrumented asyncio runs judged, each between two quiet bare runs
+LAG_MAX_RUNS = 12  # ... out of at most this many
+QUIET_LAG_P99 = 0.002  # s: a bare run's p99 lag above this means the VM was contended (idle loop here: 0.4-1 ms)
 BLOCKING_US = 1000.0  # per call: above it, the loop waited on something (see test_faults.BLOCKING_P99_US)
 
 
@@ -125,6 +128,13 @@ def _run_loop(predict: Any, tel: InMemoryTelemetry, tasks: int, spread: bool) ->
     return asyncio.run(main()), lags, wall[0]
 
 
+def _lag_p99(lags: list[float], tel: InMemoryTelemetry) -> float:
+    """p99 of a run's loop lags, after a collection that applies the run's deferred telemetry (outside any run)."""
+    tel.metrics()
+    tel.exporter.clear()
+    return float(np.percentile(lags, 99))
+
+
 def test_asyncio_durations_parentage_and_loop_lag(tel: InMemoryTelemetry, figures: ScenarioFigures) -> None:
     async def bare(x: np.ndarray, delay: float) -> np.ndarray:
         await asyncio.sleep(delay)
@@ -133,15 +143,16 @@ def test_asyncio_durations_parentage_and_loop_lag(tel: InMemoryTelemetry, figure
     predict = otel_ml.instrument(name="async", output="proba")(bare)
     assert inspect.iscoroutinefunction(predict)
 
-    # 1,000 tasks, all in flight at the peak; predicts complete one per millisecond. An idle loop's own p99 lag
-    # on this VM is 0.4-1 ms, so one pair of runs cannot resolve 1 ms (1 pair in 18 measured above it, at a
-    # median of 0.2-0.3 ms): five interleaved pairs, judged by the median of their added p99 (a pair hit by a
-    # burst of machine noise is outvoted, a real 1 ms is not)
-    added: list[float] = []
-    for _ in range(5):
-        tel.exporter.clear()
-        _, bare_lags, _ = _run_loop(bare, tel, 1000, spread=True)
-        tel.exporter.clear()
+    # 1,000 tasks, all in flight at the peak; predicts complete one per millisecond. Each instrumented run is
+    # bracketed by bare runs and judged against their mean p99. An idle loop's own p99 lag here is 0.4-1 ms and
+    # a contended VM (other tenants) lifts every run's p99 to 2-6 ms for a minute or more, so an instrumented run
+    # counts only when both of its bare neighbours were quiet, and the budget is judged on the median of five
+    # such runs (50 pairs measured here: accepted runs added 0.38 ms on average, 2 of 29 above 1 ms, no window
+    # of five above 0.73 ms; unfiltered, 14 of 50 were above 1 ms)
+    added: list[float] = []  # instrumented p99 minus the mean of its bare neighbours', quiet runs only
+    every: list[float] = []  # the same, every instrumented run
+    bare_p99 = [_lag_p99(_run_loop(bare, tel, 1000, spread=True)[1], tel)]
+    while len(added) < LAG_RUNS and len(every) < LAG_MAX_RUNS:
         parents, lags, _ = _run_loop(predict, tel, 1000, spread=True)
         spans = [s for s in tel.spans() if s.name == "predict async"]
         assert len(spans) == 1000
@@ -151,8 +162,13 @@ def test_asyncio_durations_parentage_and_loop_lag(tel: InMemoryTelemetry, figure
         assert set(by_parent) == set(parents)  # each predict's parent is its own task's span, one each
         requests = {s.context.span_id: s for s in tel.spans() if s.name.startswith("request ")}
         assert all(s.context.trace_id == requests[p].context.trace_id for p, s in by_parent.items())
-        added.append(float(np.percentile(lags, 99) - np.percentile(bare_lags, 99)))
-    assert statistics.median(added) < 0.001, added
+        inst_p99 = _lag_p99(lags, tel)
+        bare_p99.append(_lag_p99(_run_loop(bare, tel, 1000, spread=True)[1], tel))
+        every.append(inst_p99 - (bare_p99[-2] + bare_p99[-1]) / 2)
+        if max(bare_p99[-2:]) <= QUIET_LAG_P99:
+            added.append(every[-1])
+    judged = added if len(added) >= 3 else every  # a VM contended throughout: judge every run rather than none
+    assert statistics.median(judged) < 0.001, (added, every, bare_p99)
 
     # the plan's setup, 1,000 predicts sleeping the same 10 ms, completes in one burst: the loop then spends
     # 1,000 x the synchronous part of a call at once (a lag no instrumentation can keep under 1 ms)
@@ -164,11 +180,12 @@ def test_asyncio_durations_parentage_and_loop_lag(tel: InMemoryTelemetry, figure
     # a bound, not a budget: the synchronous part is ~50-170 µs on this VM; work that waited (an export, a lock)
     # would cost milliseconds per call
     assert per_call_us < BLOCKING_US, walls
-    pairs = ", ".join(f"{a * 1e3:.3f}" for a in added)
     figures.record(
         "9",
-        "added loop lag p99 ms (median of 5 pairs, arrivals and completions 1/ms)",
-        f"{statistics.median(added) * 1e3:.3f} ({pairs})",
+        "added loop lag p99 ms (median of quiet runs, arrivals and completions 1/ms)",
+        f"{statistics.median(judged) * 1e3:.3f} ({', '.join(f'{a * 1e3:.3f}' for a in judged)})",
     )
+    figures.record("9", "instrumented runs quiet / made", f"{len(added)} / {len(every)}")
+    figures.record("9", "bare loop lag p99 ms, each run", ", ".join(f"{b * 1e3:.2f}" for b in bare_p99))
     figures.record("9", "min predict span duration ms", round(min(durations) * 1e3, 2))
     figures.record("9", "burst: loop time per completing predict µs", round(per_call_us, 1))
